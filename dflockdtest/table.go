@@ -1,0 +1,560 @@
+package dflockdtest
+
+import (
+	"crypto/rand"
+	"sort"
+	"sync"
+	"time"
+)
+
+// status is the outcome of a table operation; word() is its wire status.
+type status uint8
+
+const (
+	stOK status = iota
+	stAcquired
+	stQueued
+	stWait // not a reply: the caller must block on the returned waiter
+	stTimeout
+	stError
+	stMaxLocks
+	stMaxWaiters
+	stLimitMismatch
+	stAlreadyEnqueued
+	stNotEnqueued
+	stLeaseExpired
+)
+
+var statusWords = [...]string{
+	stOK:              "ok",
+	stAcquired:        "acquired",
+	stQueued:          "queued",
+	stWait:            "wait",
+	stTimeout:         "timeout",
+	stError:           "error",
+	stMaxLocks:        "error_max_locks",
+	stMaxWaiters:      "error_max_waiters",
+	stLimitMismatch:   "error_limit_mismatch",
+	stAlreadyEnqueued: "error_already_enqueued",
+	stNotEnqueued:     "error_not_enqueued",
+	stLeaseExpired:    "error_lease_expired",
+}
+
+func (s status) word() string { return statusWords[s] }
+
+// session is the lock table's view of one connection: what it holds (for
+// auto-release) and its two-phase state per key. All fields except id and
+// wake are guarded by table.mu.
+type session struct {
+	id   uint64
+	wake chan struct{} // cap 1: one of this session's waiters was granted
+	held map[*holder]struct{}
+	enq  map[string]*waiter
+}
+
+func newSession(id uint64) *session {
+	return &session{id: id, wake: make(chan struct{}, 1)}
+}
+
+type holderState uint8
+
+const (
+	hsHeld holderState = iota
+	hsReleased
+	hsEvicted
+)
+
+// holder is one granted slot.
+type holder struct {
+	tok     token
+	ks      *keyState
+	owner   *session // the acquiring connection (auto-release follows it)
+	expires time.Time
+	lease   int64
+	fence   uint64
+	state   holderState
+	enq     *waiter // two-phase state that will claim this slot with w, if any
+}
+
+// waiter is one queued request (l/sl blocking, or e/se queued), and also the
+// two-phase state of an e/se (queued or acquired).
+type waiter struct {
+	ks         *keyState
+	owner      *session
+	lease      int64
+	prev, next *waiter
+	queued     bool
+	twoPhase   bool
+	holder     *holder // set once granted
+}
+
+// keyState is one lock or semaphore (a lock is a semaphore with limit 1).
+type keyState struct {
+	key        string
+	limit      int
+	holders    []*holder
+	head, tail *waiter
+	nwait      int
+	lastActive time.Time
+}
+
+func (ks *keyState) idle() bool { return len(ks.holders) == 0 && ks.nwait == 0 }
+
+// grant is what a grant or renew reply carries.
+type grant struct {
+	tok   token
+	lease int64
+	fence uint64
+}
+
+// table is the lock/semaphore table: one mutex, one map of keys, one global
+// fence counter. Waiters are woken through their session's wake channel, so
+// there is no goroutine per key.
+type table struct {
+	mu         sync.Mutex
+	keys       map[string]*keyState
+	tokens     map[token]*holder
+	fence      uint64
+	maxLocks   int
+	maxWaiters int
+	gcMaxIdle  time.Duration
+
+	rnd    [4096]byte // buffered CSPRNG output for tokens
+	rndPos int
+}
+
+func newTable(maxLocks, maxWaiters int, gcMaxIdle time.Duration) *table {
+	return &table{
+		keys:       make(map[string]*keyState),
+		tokens:     make(map[token]*holder),
+		maxLocks:   maxLocks,
+		maxWaiters: maxWaiters,
+		gcMaxIdle:  gcMaxIdle,
+		rndPos:     4096,
+	}
+}
+
+func leaseDur(sec int64) time.Duration { return time.Duration(sec) * time.Second }
+
+func (t *table) newToken() token {
+	if t.rndPos+16 > len(t.rnd) {
+		if _, err := rand.Read(t.rnd[:]); err != nil {
+			panic("dflockdtest: crypto/rand failed: " + err.Error())
+		}
+		t.rndPos = 0
+	}
+	var tok token
+	copy(tok[:], t.rnd[t.rndPos:])
+	t.rndPos += 16
+	return tok
+}
+
+// getOrCreate returns the key's state, creating it within the max-locks
+// budget. The limit must match the existing state's.
+func (t *table) getOrCreate(key []byte, limit int, now time.Time) (*keyState, status) {
+	if ks := t.keys[string(key)]; ks != nil {
+		if ks.limit != limit {
+			return nil, stLimitMismatch
+		}
+		ks.lastActive = now
+		return ks, stOK
+	}
+	if len(t.keys) >= t.maxLocks {
+		return nil, stMaxLocks
+	}
+	ks := &keyState{key: string(key), limit: limit, lastActive: now}
+	t.keys[ks.key] = ks
+	return ks, stOK
+}
+
+func (t *table) push(w *waiter) {
+	ks := w.ks
+	w.prev = ks.tail
+	w.next = nil
+	if ks.tail != nil {
+		ks.tail.next = w
+	} else {
+		ks.head = w
+	}
+	ks.tail = w
+	ks.nwait++
+	w.queued = true
+}
+
+func (t *table) unlink(w *waiter) {
+	if !w.queued {
+		return
+	}
+	ks := w.ks
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		ks.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		ks.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	w.queued = false
+	ks.nwait--
+}
+
+func (t *table) newHolder(ks *keyState, owner *session, lease int64, now time.Time) *holder {
+	t.fence++
+	h := &holder{
+		tok:     t.newToken(),
+		ks:      ks,
+		owner:   owner,
+		expires: now.Add(leaseDur(lease)),
+		lease:   lease,
+		fence:   t.fence,
+	}
+	ks.holders = append(ks.holders, h)
+	ks.lastActive = now
+	t.tokens[h.tok] = h
+	if owner.held == nil {
+		owner.held = make(map[*holder]struct{})
+	}
+	owner.held[h] = struct{}{}
+	return h
+}
+
+// grantHeads hands free slots to the head of the queue, in order.
+func (t *table) grantHeads(ks *keyState, now time.Time) {
+	for len(ks.holders) < ks.limit && ks.head != nil {
+		w := ks.head
+		t.unlink(w)
+		h := t.newHolder(ks, w.owner, w.lease, now)
+		w.holder = h
+		if w.twoPhase {
+			h.enq = w
+		}
+		select {
+		case w.owner.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// removeHolder takes h out of the table (release or eviction) and passes
+// the slot on.
+func (t *table) removeHolder(h *holder, st holderState, now time.Time) {
+	if h.state != hsHeld {
+		return
+	}
+	ks := h.ks
+	for i, x := range ks.holders {
+		if x == h {
+			last := len(ks.holders) - 1
+			ks.holders[i] = ks.holders[last]
+			ks.holders[last] = nil
+			ks.holders = ks.holders[:last]
+			break
+		}
+	}
+	delete(t.tokens, h.tok)
+	delete(h.owner.held, h)
+	h.state = st
+	if st == hsReleased && h.enq != nil {
+		// A release forgets the two-phase state; an eviction keeps it so
+		// that w answers error_lease_expired.
+		if h.owner.enq[ks.key] == h.enq {
+			delete(h.owner.enq, ks.key)
+		}
+		h.enq = nil
+	}
+	ks.lastActive = now
+	t.grantHeads(ks, now)
+}
+
+func (t *table) evictExpired(ks *keyState, now time.Time) {
+	for i := 0; i < len(ks.holders); {
+		h := ks.holders[i]
+		if !now.Before(h.expires) {
+			t.removeHolder(h, hsEvicted, now) // swaps another holder into i
+			continue
+		}
+		i++
+	}
+}
+
+func (h *holder) grant() grant { return grant{tok: h.tok, lease: h.lease, fence: h.fence} }
+
+// acquire serves l/sl. With wait false (timeout 0) it never queues. With
+// wait true it may return stWait and a queued waiter.
+func (t *table) acquire(sess *session, key []byte, limit int, lease int64, wait bool, now time.Time) (status, grant, *waiter) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ks, st := t.getOrCreate(key, limit, now)
+	if st != stOK {
+		return st, grant{}, nil
+	}
+	t.evictExpired(ks, now)
+	if len(ks.holders) < ks.limit && ks.nwait == 0 {
+		return stOK, t.newHolder(ks, sess, lease, now).grant(), nil
+	}
+	if t.maxWaiters > 0 && ks.nwait >= t.maxWaiters {
+		return stMaxWaiters, grant{}, nil
+	}
+	if !wait {
+		return stTimeout, grant{}, nil
+	}
+	w := &waiter{ks: ks, owner: sess, lease: lease}
+	t.push(w)
+	return stWait, grant{}, w
+}
+
+// enqueue serves e/se.
+func (t *table) enqueue(sess *session, key []byte, limit int, lease int64, now time.Time) (status, grant) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if sess.enq[string(key)] != nil {
+		return stAlreadyEnqueued, grant{}
+	}
+	ks, st := t.getOrCreate(key, limit, now)
+	if st != stOK {
+		return st, grant{}
+	}
+	t.evictExpired(ks, now)
+	if sess.enq == nil {
+		sess.enq = make(map[string]*waiter)
+	}
+	if len(ks.holders) < ks.limit && ks.nwait == 0 {
+		h := t.newHolder(ks, sess, lease, now)
+		w := &waiter{ks: ks, owner: sess, lease: lease, twoPhase: true, holder: h}
+		h.enq = w
+		sess.enq[ks.key] = w
+		return stAcquired, h.grant()
+	}
+	if t.maxWaiters > 0 && ks.nwait >= t.maxWaiters {
+		return stMaxWaiters, grant{}
+	}
+	w := &waiter{ks: ks, owner: sess, lease: lease, twoPhase: true}
+	t.push(w)
+	sess.enq[ks.key] = w
+	return stQueued, grant{}
+}
+
+// forget drops w's two-phase state.
+func (t *table) forget(w *waiter) {
+	if !w.twoPhase {
+		return
+	}
+	if w.owner.enq[w.ks.key] == w {
+		delete(w.owner.enq, w.ks.key)
+	}
+	if w.holder != nil && w.holder.enq == w {
+		w.holder.enq = nil
+	}
+}
+
+// claimLocked completes a granted waiter: the lease restarts at full length.
+func (t *table) claimLocked(w *waiter, now time.Time) (status, grant) {
+	h := w.holder
+	t.forget(w)
+	if h.state != hsHeld {
+		return stLeaseExpired, grant{}
+	}
+	if !now.Before(h.expires) {
+		t.removeHolder(h, hsEvicted, now)
+		return stLeaseExpired, grant{}
+	}
+	h.expires = now.Add(leaseDur(w.lease))
+	h.ks.lastActive = now
+	return stOK, grant{tok: h.tok, lease: w.lease, fence: h.fence}
+}
+
+// waitBegin serves w/sw up to the point where it would block.
+func (t *table) waitBegin(sess *session, key []byte, try bool, now time.Time) (status, grant, *waiter) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := sess.enq[string(key)]
+	if w == nil {
+		return stNotEnqueued, grant{}, nil
+	}
+	if w.holder != nil {
+		st, g := t.claimLocked(w, now)
+		return st, g, nil
+	}
+	if try {
+		t.unlink(w)
+		w.ks.lastActive = now
+		t.forget(w)
+		return stTimeout, grant{}, nil
+	}
+	return stWait, grant{}, w
+}
+
+// tryClaim is called when the waiter's session was woken: done is false when
+// w has not been granted (the wake was for another waiter of the session).
+func (t *table) tryClaim(w *waiter, now time.Time) (st status, g grant, done bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if w.holder == nil {
+		return 0, grant{}, false
+	}
+	st, g = t.claimLocked(w, now)
+	return st, g, true
+}
+
+// cancelWait ends a blocking wait. On timeout a grant that raced in still
+// wins; on abort (shutdown, cancelled connection) the waiter just goes and a
+// slot it was granted stays with the connection, which is closing.
+func (t *table) cancelWait(w *waiter, abort bool, now time.Time) (status, grant) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if w.holder != nil {
+		if abort {
+			t.forget(w)
+			return stError, grant{}
+		}
+		return t.claimLocked(w, now)
+	}
+	t.unlink(w)
+	w.ks.lastActive = now
+	t.forget(w)
+	return stTimeout, grant{}
+}
+
+func (t *table) lookup(key, tokArg []byte) *holder {
+	tok, ok := parseToken(tokArg)
+	if !ok {
+		return nil
+	}
+	h := t.tokens[tok]
+	if h == nil || h.ks.key != string(key) {
+		return nil
+	}
+	return h
+}
+
+// release serves r/sr. It does not check expiry.
+func (t *table) release(key, tokArg []byte, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := t.lookup(key, tokArg)
+	if h == nil {
+		return false
+	}
+	t.removeHolder(h, hsReleased, now)
+	return true
+}
+
+// renew serves n/sn.
+func (t *table) renew(key, tokArg []byte, lease int64, now time.Time) (status, grant) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := t.lookup(key, tokArg)
+	if h == nil {
+		return stError, grant{}
+	}
+	if !now.Before(h.expires) {
+		t.removeHolder(h, hsEvicted, now)
+		return stLeaseExpired, grant{}
+	}
+	h.expires = now.Add(leaseDur(lease))
+	h.ks.lastActive = now
+	return stOK, grant{tok: h.tok, lease: lease, fence: h.fence}
+}
+
+// sweep evicts every expired holder and passes the slots on.
+func (t *table) sweep(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ks := range t.keys {
+		if len(ks.holders) > 0 {
+			t.evictExpired(ks, now)
+		}
+	}
+}
+
+// gc drops keys idle for longer than gcMaxIdle.
+func (t *table) gc(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, ks := range t.keys {
+		if ks.idle() && now.Sub(ks.lastActive) > t.gcMaxIdle {
+			delete(t.keys, k)
+		}
+	}
+}
+
+// disconnect removes the session's queued waiters and two-phase state and,
+// with autoRelease, releases every slot it acquired.
+func (t *table) disconnect(sess *session, autoRelease bool, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, w := range sess.enq {
+		if w.queued {
+			t.unlink(w)
+			w.ks.lastActive = now
+		}
+		if w.holder != nil && w.holder.enq == w {
+			w.holder.enq = nil
+		}
+	}
+	sess.enq = nil
+	if autoRelease {
+		for h := range sess.held {
+			t.removeHolder(h, hsReleased, now)
+		}
+	}
+}
+
+// ---- stats ----
+
+type lockInfo struct {
+	Key             string  `json:"key"`
+	OwnerConnID     uint64  `json:"owner_conn_id"`
+	LeaseExpiresInS float64 `json:"lease_expires_in_s"`
+	Waiters         int     `json:"waiters"`
+	Fence           uint64  `json:"fence,omitempty"`
+}
+
+type semInfo struct {
+	Key     string `json:"key"`
+	Limit   int    `json:"limit"`
+	Holders int    `json:"holders"`
+	Waiters int    `json:"waiters"`
+}
+
+type idleInfo struct {
+	Key   string  `json:"key"`
+	IdleS float64 `json:"idle_s"`
+}
+
+// stats fills the lock-related arrays of the stats reply, sorted by key.
+func (t *table) stats(now time.Time, fences bool) (locks []lockInfo, sems []semInfo, idleLocks, idleSems []idleInfo) {
+	locks, sems = []lockInfo{}, []semInfo{}
+	idleLocks, idleSems = []idleInfo{}, []idleInfo{}
+	t.mu.Lock()
+	for _, ks := range t.keys {
+		switch {
+		case ks.idle() && ks.limit == 1:
+			idleLocks = append(idleLocks, idleInfo{Key: ks.key, IdleS: now.Sub(ks.lastActive).Seconds()})
+		case ks.idle():
+			idleSems = append(idleSems, idleInfo{Key: ks.key, IdleS: now.Sub(ks.lastActive).Seconds()})
+		case ks.limit == 1:
+			li := lockInfo{Key: ks.key, Waiters: ks.nwait}
+			if len(ks.holders) > 0 {
+				h := ks.holders[0]
+				li.OwnerConnID = h.owner.id
+				li.LeaseExpiresInS = max(h.expires.Sub(now).Seconds(), 0)
+				if fences {
+					li.Fence = h.fence
+				}
+			}
+			locks = append(locks, li)
+		default:
+			sems = append(sems, semInfo{Key: ks.key, Limit: ks.limit, Holders: len(ks.holders), Waiters: ks.nwait})
+		}
+	}
+	t.mu.Unlock()
+	sort.Slice(locks, func(i, j int) bool { return locks[i].Key < locks[j].Key })
+	sort.Slice(sems, func(i, j int) bool { return sems[i].Key < sems[j].Key })
+	sort.Slice(idleLocks, func(i, j int) bool { return idleLocks[i].Key < idleLocks[j].Key })
+	sort.Slice(idleSems, func(i, j int) bool { return idleSems[i].Key < idleSems[j].Key })
+	return
+}
