@@ -1,0 +1,104 @@
+package dfstream_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/dfstream/dfstream"
+	"github.com/dfstream/dfstream/dflockdtest"
+)
+
+// The lock-cycle benchmarks run side by side against one dflockdtest
+// server: the bare-socket cycle is the floor the streams are measured
+// against (see the README for the ratios).
+//
+//	go test -run='^$' -bench='RawWireCycle|LockStreamCycle' -count=10 . | benchstat -
+
+func BenchmarkRawWireCycle(b *testing.B) {
+	srv := dflockdtest.New(b, dflockdtest.Config{})
+	b.Run("open", func(b *testing.B) {
+		conn, rd := rawDial(b, srv.Addr())
+		defer conn.Close()
+		b.ResetTimer()
+		for range b.N {
+			rawCycle(b, conn, rd, "bench/raw-open")
+		}
+	})
+	b.Run("dial", func(b *testing.B) {
+		for range b.N {
+			conn, rd := rawDial(b, srv.Addr())
+			rawCycle(b, conn, rd, "bench/raw-dial")
+			_ = conn.Close()
+		}
+	})
+}
+
+func BenchmarkLockStreamCycle(b *testing.B) {
+	srv := dflockdtest.New(b, dflockdtest.Config{})
+	for _, bc := range []struct {
+		name string
+		pool int
+	}{{"pooled", dfstream.DefaultPoolSize}, {"nopool", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, err := dfstream.New(dfstream.WithServers(srv.Addr()), dfstream.WithPoolSize(bc.pool))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			streamCycle(b, c, ctx) // warms the pool
+			b.ResetTimer()
+			for range b.N {
+				streamCycle(b, c, ctx)
+			}
+		})
+	}
+}
+
+// streamCycle is a stream's full life: start, acquire, release, end.
+func streamCycle(b *testing.B, c *dfstream.Client, ctx context.Context) {
+	s, err := c.Lock(ctx, "bench/stream")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Release(ctx); err != nil {
+		b.Fatal(err)
+	}
+	<-s.Done()
+}
+
+func rawDial(b *testing.B, addr string) (net.Conn, *bufio.Reader) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return conn, bufio.NewReader(conn)
+}
+
+// rawCycle is e + r on a bare socket: the least any client can do.
+func rawCycle(b *testing.B, conn net.Conn, rd *bufio.Reader, key string) {
+	if _, err := fmt.Fprintf(conn, "e\n%s\n\n", key); err != nil {
+		b.Fatal(err)
+	}
+	line, err := rd.ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(line)
+	if len(f) < 3 || f[0] != "acquired" {
+		b.Fatalf("enqueue: %q", line)
+	}
+	if _, err := fmt.Fprintf(conn, "r\n%s\n%s\n", key, f[1]); err != nil {
+		b.Fatal(err)
+	}
+	if line, err = rd.ReadString('\n'); err != nil || line != "ok\n" {
+		b.Fatalf("release: %q %v", line, err)
+	}
+}

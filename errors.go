@@ -1,0 +1,63 @@
+package dfstream
+
+import (
+	"errors"
+
+	"github.com/dfstream/dfstream/wire"
+)
+
+// Errors reported by the server, re-exported from the wire package so that
+// callers match them without importing it. Every server reply that is not a
+// success also matches ErrServer.
+var (
+	ErrTimeout         = wire.ErrTimeout         // acquire or wait timed out
+	ErrAuth            = wire.ErrAuth            // authentication refused
+	ErrMaxLocks        = wire.ErrMaxLocks        // the server's key budget is used up
+	ErrMaxWaiters      = wire.ErrMaxWaiters      // the key's queue is full
+	ErrLimitMismatch   = wire.ErrLimitMismatch   // the key exists with another semaphore limit
+	ErrNotEnqueued     = wire.ErrNotEnqueued     // wait without a pending enqueue
+	ErrAlreadyEnqueued = wire.ErrAlreadyEnqueued // a second enqueue on one connection
+	ErrLeaseExpired    = wire.ErrLeaseExpired    // the server says the lease ran out
+	ErrTypeMismatch    = wire.ErrTypeMismatch    // the key is a read-write lock
+	ErrServer          = wire.ErrServer          // any server error, including unknown statuses
+	ErrProtocol        = wire.ErrProtocol        // a reply that could not be parsed
+	ErrInvalidInput    = wire.ErrInvalidInput    // rejected before anything was sent
+)
+
+// Errors of the client itself.
+var (
+	// ErrClosed is returned by calls on a closed Client or stream.
+	ErrClosed = errors.New("dfstream: closed")
+	// ErrConnLost reports that the connection to the server went away.
+	ErrConnLost = errors.New("dfstream: connection lost")
+	// ErrRenewRefused reports that the server refused a renewal: the token
+	// is no longer valid there.
+	ErrRenewRefused = errors.New("dfstream: renewal refused")
+	// ErrDeadlinePassed reports that the local safe deadline passed before a
+	// renewal was confirmed; the server may already have given the lock to
+	// someone else.
+	ErrDeadlinePassed = errors.New("dfstream: safe deadline passed")
+	// ErrNotHeld is returned by Release when nothing is held.
+	ErrNotHeld = errors.New("dfstream: not held")
+)
+
+// Errors of signal streams and routers.
+var (
+	// ErrOverflow reports that signals arrived faster than they were
+	// consumed and the buffer was full, under the FailStream policy.
+	ErrOverflow = errors.New("dfstream: signal buffer overflow")
+	// ErrSilentConnection reports a connection that stays open but does not
+	// deliver: a heartbeat ping went unanswered, or the probe signal the
+	// stream sent to itself did not come back (protocol.md §4).
+	ErrSilentConnection = errors.New("dfstream: connection silent")
+	// ErrHandlerPanic matches the error the Recover middleware makes of a
+	// handler's panic; errors.As to *HandlerPanic gives the value and stack.
+	ErrHandlerPanic = errors.New("dfstream: handler panicked")
+	// ErrHandlerTimeout reports a handler that did not finish within the
+	// Timeout middleware's limit; it also matches
+	// context.DeadlineExceeded.
+	ErrHandlerTimeout = errors.New("dfstream: handler timed out")
+	// ErrRouterStarted is returned by Router methods that configure it once
+	// Run has started, and by a second Run.
+	ErrRouterStarted = errors.New("dfstream: router already running")
+)

@@ -1,0 +1,195 @@
+package dfstream
+
+import "time"
+
+// Event is something that happened to a stream. Every stream reports its
+// events in order on the channel returned by its Events method; the concrete
+// types are listed below and are meant to be used in a type switch.
+type Event interface {
+	// When is the local time at which the stream observed the event.
+	When() time.Time
+	// Terminal reports whether this is the last event of its stream: after
+	// it, the channel is closed.
+	Terminal() bool
+}
+
+// Queued reports that the request joined the server's FIFO queue for the key.
+type Queued struct {
+	Key string
+	At  time.Time
+}
+
+// Acquired reports that the lock or semaphore slot is held.
+type Acquired struct {
+	Key   string
+	Token string        // the server's token for this grant (a bearer credential)
+	Lease time.Duration // the lease the server applied
+	// Fence is the server's fencing token for this grant; 0 when the server
+	// does not issue fences (dflockd 1.10).
+	Fence uint64
+	// Deadline is the local safe deadline: the holder must stop relying on
+	// the lock by then unless a renewal moves it. The stream emits Lost no
+	// later than this instant.
+	Deadline time.Time
+	At       time.Time
+}
+
+// Renewed reports a successful renewal. Renewed events only restate state:
+// when the consumer falls behind they are coalesced to the newest, and
+// Coalesced counts the renewals folded into this one.
+type Renewed struct {
+	Key       string
+	Lease     time.Duration // the lease the server applied
+	Fence     uint64
+	Deadline  time.Time // the new local safe deadline
+	Coalesced int
+	At        time.Time
+}
+
+// Lost reports that the lock or slot was held and no longer is, without the
+// user asking. Reason is matchable with errors.Is: ErrConnLost,
+// ErrRenewRefused, ErrDeadlinePassed or ErrLeaseExpired.
+type Lost struct {
+	Key    string
+	Reason error
+	// Final is true when the stream ends with this event; with re-acquire
+	// enabled it is false and the stream queues again.
+	Final bool
+	At    time.Time
+}
+
+// Released reports that the lock or slot was released at the user's request
+// (Release, Close, or the stream's context ending while held).
+type Released struct {
+	Key string
+	At  time.Time
+}
+
+// Failed ends a stream that ended without the user asking and without
+// having lost a held lock: acquire timeout, authentication refused,
+// unreachable server, a server limit, or its context ending while it
+// waited. Err is matchable with errors.Is (ErrTimeout, ErrAuth, ErrMaxLocks,
+// context.Canceled, …).
+type Failed struct {
+	Key string
+	Err error
+	At  time.Time
+}
+
+func (e Queued) When() time.Time   { return e.At }
+func (e Acquired) When() time.Time { return e.At }
+func (e Renewed) When() time.Time  { return e.At }
+func (e Lost) When() time.Time     { return e.At }
+func (e Released) When() time.Time { return e.At }
+func (e Failed) When() time.Time   { return e.At }
+
+// Terminal is false: a Queued stream goes on.
+func (Queued) Terminal() bool { return false }
+
+// Terminal is false: an Acquired stream goes on until released or lost.
+func (Acquired) Terminal() bool { return false }
+
+// Terminal is false.
+func (Renewed) Terminal() bool { return false }
+
+// Terminal reports whether the stream ends with this loss (no re-acquire).
+func (e Lost) Terminal() bool { return e.Final }
+
+// Terminal is true: Released always ends its stream.
+func (Released) Terminal() bool { return true }
+
+// Terminal is true: Failed always ends its stream.
+func (Failed) Terminal() bool { return true }
+
+// ---- signal streams and routers ----
+
+// Signal is a signal that arrived: Channel is the channel it was sent to,
+// Payload its payload, verbatim.
+//
+// Pattern and Group name the subscription the server delivered it through,
+// where that is known. A Router sets them for each handler (the handler's own
+// pattern and group). On a SignalStream they are set when exactly one of the
+// stream's subscriptions matches the channel, and left empty when several do:
+// the server sends one copy per connection for all matching plain
+// subscriptions together, plus one per matching group, and the copies are
+// indistinguishable on the wire.
+type Signal struct {
+	Channel string
+	Payload string
+	Pattern string
+	Group   string
+	At      time.Time // when the stream received it
+}
+
+// Disconnected reports that a signal stream lost its connection. Reason says
+// why (ErrConnLost, or ErrSilentConnection when the heartbeat found the
+// connection open but not delivering). The stream reconnects by itself;
+// signals sent until Reconnected are not received (delivery is at most
+// once).
+type Disconnected struct {
+	Server string
+	Reason error
+	At     time.Time
+}
+
+// Reconnected reports that a signal stream has a connection again and
+// listens to all its subscriptions again: signals are received from At on.
+// Since is when the connection was lost (the Disconnected event), so the
+// window in which signals were missed is [Since, At].
+//
+// While the consumer is behind, outages that follow one another without a
+// signal between them are folded into one: the consumer sees one
+// Disconnected and one Reconnected whose Coalesced counts the outages folded
+// in, and whose Since is the start of the first.
+type Reconnected struct {
+	Server    string
+	Attempts  int           // connection attempts it took
+	Since     time.Time     // when the connection was lost
+	Down      time.Duration // At - Since
+	Coalesced int
+	At        time.Time
+}
+
+// Overflow reports signals lost because the consumer fell behind and the
+// buffer was full. Dropped counts the losses this event reports (events are
+// coalesced while the consumer is behind) and Total every loss so far. On a
+// SignalStream it marks the place in the stream where the signals are
+// missing (under DropNewest); a Router reports it per handler, with the
+// handler's Pattern and Group.
+type Overflow struct {
+	Pattern string
+	Group   string
+	Dropped uint64
+	Total   uint64
+	Policy  OverflowPolicy
+	At      time.Time
+}
+
+// Closed ends a signal stream that was closed: by Close (Err is nil) or by
+// its context ending (Err is the context's error). Failures end a signal
+// stream with Failed instead.
+type Closed struct {
+	Err error
+	At  time.Time
+}
+
+func (e Signal) When() time.Time       { return e.At }
+func (e Disconnected) When() time.Time { return e.At }
+func (e Reconnected) When() time.Time  { return e.At }
+func (e Overflow) When() time.Time     { return e.At }
+func (e Closed) When() time.Time       { return e.At }
+
+// Terminal is false.
+func (Signal) Terminal() bool { return false }
+
+// Terminal is false: the stream reconnects.
+func (Disconnected) Terminal() bool { return false }
+
+// Terminal is false.
+func (Reconnected) Terminal() bool { return false }
+
+// Terminal is false: under FailStream the stream ends with Failed instead.
+func (Overflow) Terminal() bool { return false }
+
+// Terminal is true: Closed always ends its stream.
+func (Closed) Terminal() bool { return true }

@@ -1,0 +1,257 @@
+package dfstream
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Defaults used when no option says otherwise.
+const (
+	DefaultServer            = "127.0.0.1:6388"
+	DefaultConnectTimeout    = 10 * time.Second
+	DefaultAcquireTimeout    = 10 * time.Second
+	DefaultRenewRatio        = 0.5
+	DefaultServerReadTimeout = 23 * time.Second
+	DefaultPoolSize          = 8
+)
+
+// Option configures a Client. Every StreamOption is also an Option: given to
+// New, it sets the default for every stream the Client starts.
+type Option interface {
+	applyClient(*clientConfig) error
+}
+
+// StreamOption configures one stream, overriding the Client's default.
+type StreamOption interface {
+	Option
+	applyStream(*streamConfig) error
+}
+
+type clientOption func(*clientConfig) error
+
+func (f clientOption) applyClient(c *clientConfig) error { return f(c) }
+
+type streamOption func(*streamConfig) error
+
+func (f streamOption) applyStream(c *streamConfig) error { return f(c) }
+func (f streamOption) applyClient(c *clientConfig) error { return f(&c.stream) }
+
+// ShardFunc maps a key to the index of the server that owns it, given the
+// number of servers. It must be deterministic and return a value in [0, n).
+type ShardFunc func(key string, n int) int
+
+type clientConfig struct {
+	servers           []string
+	shard             ShardFunc
+	tls               *tls.Config
+	authToken         string
+	connectTimeout    time.Duration
+	serverReadTimeout time.Duration
+	poolSize          int
+	logger            zerolog.Logger
+	stream            streamConfig
+}
+
+type streamConfig struct {
+	acquireTimeout time.Duration
+	lease          time.Duration // 0: the server's default
+	renewRatio     float64
+	safetyMargin   time.Duration // 0: derived from the lease
+	reacquire      bool
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	eventBuffer    int
+}
+
+func defaultClientConfig() clientConfig {
+	return clientConfig{
+		servers:           []string{DefaultServer},
+		shard:             CRC32Shard,
+		connectTimeout:    DefaultConnectTimeout,
+		serverReadTimeout: DefaultServerReadTimeout,
+		poolSize:          DefaultPoolSize,
+		logger:            zerolog.Nop(),
+		stream: streamConfig{
+			acquireTimeout: DefaultAcquireTimeout,
+			renewRatio:     DefaultRenewRatio,
+			backoffMin:     100 * time.Millisecond,
+			backoffMax:     5 * time.Second,
+			eventBuffer:    16,
+		},
+	}
+}
+
+func invalidOption(name string, v any, why string) error {
+	return fmt.Errorf("dfstream: option %s(%v): %s: %w", name, v, why, ErrInvalidInput)
+}
+
+// WithServers sets the servers as host:port addresses (default
+// 127.0.0.1:6388). Keys are spread over them by the ShardFunc.
+func WithServers(addrs ...string) Option {
+	return clientOption(func(c *clientConfig) error {
+		if len(addrs) == 0 {
+			return invalidOption("WithServers", addrs, "no server")
+		}
+		for _, a := range addrs {
+			if a == "" {
+				return invalidOption("WithServers", addrs, "empty address")
+			}
+		}
+		c.servers = append([]string(nil), addrs...)
+		return nil
+	})
+}
+
+// WithSharding replaces the default CRC32Shard key-to-server mapping.
+func WithSharding(f ShardFunc) Option {
+	return clientOption(func(c *clientConfig) error {
+		if f == nil {
+			return invalidOption("WithSharding", "nil", "nil function")
+		}
+		c.shard = f
+		return nil
+	})
+}
+
+// WithTLS makes every connection speak TLS with the given configuration. An
+// empty ServerName is filled in from the server address.
+func WithTLS(cfg *tls.Config) Option {
+	return clientOption(func(c *clientConfig) error {
+		c.tls = cfg
+		return nil
+	})
+}
+
+// WithAuthToken authenticates every connection with the token, for servers
+// started with an auth token.
+func WithAuthToken(token string) Option {
+	return clientOption(func(c *clientConfig) error {
+		c.authToken = token
+		return nil
+	})
+}
+
+// WithConnectTimeout bounds dialing, the TLS handshake and authentication
+// (default 10s).
+func WithConnectTimeout(d time.Duration) Option {
+	return clientOption(func(c *clientConfig) error {
+		if d <= 0 {
+			return invalidOption("WithConnectTimeout", d, "must be positive")
+		}
+		c.connectTimeout = d
+		return nil
+	})
+}
+
+// WithServerReadTimeout tells the client the servers' idle read timeout
+// (default 23s, dflockd's default). A server drops a connection that sends
+// nothing for that long, releasing its locks, so a held stream sends a
+// request at least every half of it, whatever its lease.
+func WithServerReadTimeout(d time.Duration) Option {
+	return clientOption(func(c *clientConfig) error {
+		if d <= 0 {
+			return invalidOption("WithServerReadTimeout", d, "must be positive")
+		}
+		c.serverReadTimeout = d
+		return nil
+	})
+}
+
+// WithPoolSize sets how many idle, authenticated connections the Client keeps
+// per server for new streams (default 8; 0 turns the pool off).
+func WithPoolSize(n int) Option {
+	return clientOption(func(c *clientConfig) error {
+		if n < 0 {
+			return invalidOption("WithPoolSize", n, "must not be negative")
+		}
+		c.poolSize = n
+		return nil
+	})
+}
+
+// WithLogger sets the logger for connection and stream diagnostics. The
+// default logs nothing.
+func WithLogger(l zerolog.Logger) Option {
+	return clientOption(func(c *clientConfig) error {
+		c.logger = l
+		return nil
+	})
+}
+
+// WithAcquireTimeout bounds how long a stream waits in the queue (default
+// 10s). Zero means try once: acquired if free right now, else ErrTimeout.
+func WithAcquireTimeout(d time.Duration) StreamOption {
+	return streamOption(func(c *streamConfig) error {
+		if d < 0 {
+			return invalidOption("WithAcquireTimeout", d, "must not be negative")
+		}
+		c.acquireTimeout = d
+		return nil
+	})
+}
+
+// WithLease asks for a lease of d, rounded up to whole seconds (default: the
+// server's default lease, 33s on dflockd).
+func WithLease(d time.Duration) StreamOption {
+	return streamOption(func(c *streamConfig) error {
+		if d <= 0 {
+			return invalidOption("WithLease", d, "must be positive")
+		}
+		c.lease = d
+		return nil
+	})
+}
+
+// WithRenewRatio renews the lease after lease×ratio has passed (default 0.5).
+// The ratio must be in (0, 1).
+func WithRenewRatio(r float64) StreamOption {
+	return streamOption(func(c *streamConfig) error {
+		if !(r > 0 && r < 1) {
+			return invalidOption("WithRenewRatio", r, "must be between 0 and 1")
+		}
+		c.renewRatio = r
+		return nil
+	})
+}
+
+// WithSafetyMargin sets how long before the lease could run out on the server
+// the stream stops believing it holds the lock. The default is a tenth of the
+// granted lease, at least 50ms.
+func WithSafetyMargin(d time.Duration) StreamOption {
+	return streamOption(func(c *streamConfig) error {
+		if d <= 0 {
+			return invalidOption("WithSafetyMargin", d, "must be positive")
+		}
+		c.safetyMargin = d
+		return nil
+	})
+}
+
+// WithReacquire makes a stream queue again after Lost, waiting between
+// attempts with exponential backoff from min to max (with jitter), until it
+// is closed. Lost events are then not terminal.
+func WithReacquire(min, max time.Duration) StreamOption {
+	return streamOption(func(c *streamConfig) error {
+		if min <= 0 || max < min {
+			return invalidOption("WithReacquire", [2]time.Duration{min, max}, "need 0 < min <= max")
+		}
+		c.reacquire, c.backoffMin, c.backoffMax = true, min, max
+		return nil
+	})
+}
+
+// WithEventBuffer sets the capacity of the stream's event channel (default
+// 16). The actor never blocks on a slow consumer either way; the buffer only
+// saves copies.
+func WithEventBuffer(n int) StreamOption {
+	return streamOption(func(c *streamConfig) error {
+		if n < 1 {
+			return invalidOption("WithEventBuffer", n, "must be at least 1")
+		}
+		c.eventBuffer = n
+		return nil
+	})
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package dfstream_test
+
+const raceEnabled = true

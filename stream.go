@@ -1,0 +1,353 @@
+package dfstream
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/conc"
+
+	"github.com/dfstream/dfstream/wire"
+)
+
+// Stream is what every dfstream stream offers: an actor goroutine that owns
+// one connection and reports what happens on an event channel.
+type Stream interface {
+	// Events returns the stream's events, in order. The channel is closed
+	// after the stream's terminal event. The actor never waits for the
+	// consumer: see the stream types for what may be coalesced.
+	Events() <-chan Event
+	// Done is closed when the stream has ended and its goroutines have
+	// exited.
+	Done() <-chan struct{}
+	// Err reports why the stream ended: nil while it runs and after a plain
+	// release or Close.
+	Err() error
+	// Close ends the stream, releasing what it holds and cancelling what it
+	// waits for, and returns once its goroutines have exited. It is
+	// idempotent and safe to call from any goroutine.
+	Close() error
+}
+
+// Stats is the server's view of its state, as the stats command reports it.
+type Stats = wire.Stats
+
+// Client starts streams against one or more dflockd servers. It holds the
+// configuration shared by its streams and a small pool of idle connections
+// per server. A Client is safe for concurrent use; Close it when done.
+type Client struct {
+	cfg    clientConfig
+	dialer wire.Dialer
+	pools  []*pool
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[Stream]struct{}
+	actors  conc.WaitGroup
+}
+
+// New returns a Client configured by opts. It does not connect: connections
+// are made by the streams that need them.
+func New(opts ...Option) (*Client, error) {
+	cfg := defaultClientConfig()
+	for _, o := range opts {
+		if err := o.applyClient(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	c := &Client{
+		cfg: cfg,
+		dialer: wire.Dialer{
+			Timeout:   cfg.connectTimeout,
+			TLS:       cfg.tls,
+			AuthToken: cfg.authToken,
+		},
+		streams: make(map[Stream]struct{}),
+	}
+	for range cfg.servers {
+		c.pools = append(c.pools, &pool{max: cfg.poolSize, staleAfter: cfg.serverReadTimeout / 2})
+	}
+	return c, nil
+}
+
+// Close closes every stream the Client started (releasing what they hold)
+// and the pooled connections, and waits for their goroutines to exit.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	live := make([]Stream, 0, len(c.streams))
+	for s := range c.streams {
+		live = append(live, s)
+	}
+	c.mu.Unlock()
+	for _, s := range live {
+		_ = s.Close()
+	}
+	c.actors.Wait()
+	for _, p := range c.pools {
+		p.drain()
+	}
+	return nil
+}
+
+// Servers returns the configured server addresses, in shard order.
+func (c *Client) Servers() []string { return append([]string(nil), c.cfg.servers...) }
+
+// ServerFor returns the address of the server that owns key.
+func (c *Client) ServerFor(key string) (string, error) {
+	i, err := c.shard(key)
+	if err != nil {
+		return "", err
+	}
+	return c.cfg.servers[i], nil
+}
+
+// CRC32Shard is the default ShardFunc: the CRC-32 (IEEE) of the key's UTF-8
+// bytes, as an unsigned number, modulo n. The Python and TypeScript clients
+// route the same way, so mixed fleets agree on who owns a key.
+func CRC32Shard(key string, n int) int {
+	return int(crc32.ChecksumIEEE([]byte(key)) % uint32(n))
+}
+
+func (c *Client) shard(key string) (int, error) {
+	n := len(c.cfg.servers)
+	i := c.cfg.shard(key, n)
+	if i < 0 || i >= n {
+		return 0, fmt.Errorf("dfstream: shard function returned %d for %d servers: %w", i, n, ErrInvalidInput)
+	}
+	return i, nil
+}
+
+// Stats asks the server at addr (one of the configured servers, or "" for
+// the first) for its state.
+func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
+	i, err := c.serverIndex(addr)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := c.conn(ctx, i)
+	if err != nil {
+		return nil, err
+	}
+	line, err := conn.Do(ctx, wire.StatsRequest())
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	st, err := wire.ParseStats(line)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	c.pools[i].put(conn)
+	return st, nil
+}
+
+func (c *Client) serverIndex(addr string) (int, error) {
+	if addr == "" {
+		return 0, nil
+	}
+	for i, a := range c.cfg.servers {
+		if a == addr {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("dfstream: %q is not a configured server: %w", addr, ErrInvalidInput)
+}
+
+// conn returns an idle pooled connection to server i, or dials a new one.
+func (c *Client) conn(ctx context.Context, i int) (*wire.Conn, error) {
+	if conn := c.pools[i].get(); conn != nil {
+		return conn, nil
+	}
+	return c.dial(ctx, c.cfg.servers[i])
+}
+
+func (c *Client) dial(ctx context.Context, addr string, opts ...wire.ConnOption) (*wire.Conn, error) {
+	conn, err := c.dialer.Dial(ctx, addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dfstream: %w", err)
+	}
+	return conn, nil
+}
+
+// register records a live stream so that Client.Close can end it, and runs
+// its actor on the Client's wait group.
+func (c *Client) register(s Stream, actor func()) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	c.streams[s] = struct{}{}
+	c.actors.Go(func() {
+		defer c.unregister(s)
+		actor()
+	})
+	return nil
+}
+
+func (c *Client) unregister(s Stream) {
+	c.mu.Lock()
+	delete(c.streams, s)
+	c.mu.Unlock()
+}
+
+// pool keeps idle, authenticated connections to one server. Only
+// connections that ended a clean exchange are put back; a connection is
+// dropped when the server closed it or when it has been idle long enough
+// for the server's read timeout to be near.
+type pool struct {
+	mu         sync.Mutex
+	closed     bool
+	idle       []*wire.Conn
+	max        int
+	staleAfter time.Duration
+}
+
+func (p *pool) get() *wire.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.idle) > 0 {
+		conn := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if p.usable(conn) {
+			return conn
+		}
+		_ = conn.Close()
+	}
+	return nil
+}
+
+func (p *pool) usable(conn *wire.Conn) bool {
+	select {
+	case <-conn.Done():
+		return false
+	default:
+	}
+	return conn.Idle() && time.Since(conn.LastUsed()) < p.staleAfter
+}
+
+// put returns conn to the pool, or closes it when the pool is full.
+func (p *pool) put(conn *wire.Conn) {
+	p.mu.Lock()
+	if !p.closed && len(p.idle) < p.max && p.usable(conn) {
+		p.idle = append(p.idle, conn)
+		conn = nil
+	}
+	p.mu.Unlock()
+	if conn != nil {
+		_ = conn.Close()
+	}
+}
+
+func (p *pool) drain() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, conn := range idle {
+		_ = conn.Close()
+	}
+}
+
+// outbox delivers a stream's events without ever blocking the actor.
+//
+// The channel's capacity is the user's buffer ("soft") plus a reserve.
+// Renewed events, which only restate state, use the soft part alone: behind
+// a consumer that far behind they wait in pending, where consecutive ones
+// are coalesced, until the actor next wakes with room. Every other event
+// is never dropped: it is queued behind what is pending and flushed at once
+// into whatever capacity is left. The stream bounds how many of those can
+// pile up (a handful per acquire round, and a new round only starts once
+// the consumer has caught up), so the reserve always has room for them and
+// for the terminal event, and the actor can exit without waiting for the
+// consumer.
+type outbox struct {
+	ch      chan Event
+	soft    int
+	pending []Event
+}
+
+const outboxReserve = 8
+
+func newOutbox(buffer int) outbox {
+	return outbox{ch: make(chan Event, buffer+outboxReserve), soft: buffer}
+}
+
+func (o *outbox) emit(ev Event) {
+	if r, ok := ev.(Renewed); ok {
+		switch {
+		case len(o.pending) == 0 && len(o.ch) < o.soft:
+			o.ch <- ev
+		case len(o.pending) > 0:
+			if last, ok := o.pending[len(o.pending)-1].(Renewed); ok {
+				r.Coalesced = last.Coalesced + 1
+				o.pending[len(o.pending)-1] = r
+				return
+			}
+			fallthrough
+		default:
+			o.pending = append(o.pending, ev)
+		}
+		return
+	}
+	o.pending = append(o.pending, ev)
+	o.flush()
+}
+
+// flush moves pending events into the channel while it has capacity.
+func (o *outbox) flush() {
+	for len(o.pending) > 0 {
+		select {
+		case o.ch <- o.pending[0]:
+			o.sent()
+		default:
+			return
+		}
+	}
+}
+
+// out returns the channel to select a send of head on, or nil when nothing
+// may be sent now.
+func (o *outbox) out() chan<- Event {
+	if len(o.pending) == 0 {
+		return nil
+	}
+	if _, renewed := o.pending[0].(Renewed); renewed && len(o.ch) >= o.soft {
+		return nil
+	}
+	return o.ch
+}
+
+func (o *outbox) head() Event {
+	if len(o.pending) == 0 {
+		return nil
+	}
+	return o.pending[0]
+}
+
+// sent records that the head was delivered.
+func (o *outbox) sent() {
+	o.pending[0] = nil
+	o.pending = o.pending[1:]
+	if len(o.pending) == 0 {
+		o.pending = nil
+	}
+}
+
+// caughtUp reports whether the consumer has read all but the buffer.
+func (o *outbox) caughtUp() bool { return len(o.pending) == 0 && len(o.ch) < o.soft }
+
+// close delivers what is pending into the reserve and closes the channel.
+func (o *outbox) close() {
+	o.flush()
+	o.pending = nil
+	close(o.ch)
+}
