@@ -1,0 +1,701 @@
+package dfstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sourcegraph/conc"
+	"github.com/sourcegraph/conc/panics"
+	concpool "github.com/sourcegraph/conc/pool"
+
+	"github.com/dfstream/dfstream/subject"
+	"github.com/dfstream/dfstream/wire"
+)
+
+// Handler handles the signals a Router routes to it. An error it returns
+// goes to the router's error handler (WithErrorHandler); the router goes on.
+type Handler interface {
+	HandleSignal(ctx context.Context, sig Signal) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, sig Signal) error
+
+// HandleSignal calls f(ctx, sig).
+func (f HandlerFunc) HandleSignal(ctx context.Context, sig Signal) error { return f(ctx, sig) }
+
+// Middleware wraps a Handler, for concerns shared by handlers: recovery,
+// logging, timeouts, metrics.
+type Middleware func(Handler) Handler
+
+// DefaultHandlerQueue is how many signals wait for a busy handler before
+// its overflow policy applies.
+const DefaultHandlerQueue = 256
+
+// Router routes signals to handlers by subject pattern ("*" matches one
+// token, a final ">" one or more tokens, other tokens match exactly), in the
+// manner of net/http's ServeMux. Register handlers with Handle, HandleFunc
+// and HandleGroup, add middleware with Use, then call Run.
+//
+// Connections: a router uses one SignalStream for all its plain (non-group)
+// handlers, and one more per group handler. The server delivers a signal once
+// per connection for all its matching plain subscriptions, and that copy is
+// dispatched through a trie to every plain handler whose pattern matches. A
+// queue group, however, delivers its copy to one member connection, and on a
+// connection that also had plain subscriptions that copy could not be told
+// from the plain one; so each group handler has its own connection, and a
+// signal the server delivers through a group reaches exactly that group's
+// handler. A signal therefore reaches exactly the handlers whose
+// subscription the server delivered it through: a plain handler and a group
+// handler on overlapping patterns each get their own copy.
+//
+// Handlers: each handler has a bounded queue (WithQueueSize) and runs its
+// signals one at a time in arrival order (the default, Ordered), or on up to
+// n workers at once (WithConcurrency, a conc worker pool). A handler that
+// blocks holds up only its own queue: other handlers, heartbeats and
+// reconnects go on. When its queue is full, its overflow policy
+// (WithHandlerOverflow, default DropNewest) applies, the loss is counted
+// (Stats) and reported as an Overflow event to the event handler.
+//
+// A Router runs once. It is safe for concurrent use.
+type Router struct {
+	c   *Client
+	cfg routerConfig
+
+	mu      sync.Mutex
+	started bool
+	mw      []Middleware
+	routes  []*route
+	plain   subject.Trie[*route]
+	ready   chan struct{}
+
+	received atomic.Uint64
+	handled  atomic.Uint64
+	failed   atomic.Uint64
+	dropped  atomic.Uint64
+
+	panicked atomic.Pointer[panics.Recovered] // first unrecovered handler panic
+	stopOnce sync.Once
+	runErr   error // why the router stopped, if not its context; set once
+	stopRun  context.CancelCauseFunc
+}
+
+// RouterStats counts what a Router did with the signals it received.
+type RouterStats struct {
+	Received uint64 // signals received on the router's connections
+	Handled  uint64 // handler calls that returned nil
+	Failed   uint64 // handler calls that returned an error (or panicked, under Recover)
+	Dropped  uint64 // handler deliveries lost to a full handler queue
+}
+
+// RouterOption configures a Router.
+type RouterOption func(*routerConfig) error
+
+type routerConfig struct {
+	onError func(ctx context.Context, sig Signal, err error)
+	onEvent func(Event)
+	sigOpts []SignalOption
+}
+
+// WithErrorHandler sets the function called with every error a handler
+// returns (after middleware), on the handler's goroutine. The default logs
+// it with the Client's logger.
+func WithErrorHandler(f func(ctx context.Context, sig Signal, err error)) RouterOption {
+	return func(c *routerConfig) error {
+		if f == nil {
+			return invalidOption("WithErrorHandler", "nil", "nil function")
+		}
+		c.onError = f
+		return nil
+	}
+}
+
+// WithEventHandler sets a function that receives the router's connection
+// events (Disconnected, Reconnected: one set per connection), and Overflow
+// events (per handler, with its Pattern and Group, coalesced while signals
+// keep arriving). It may be called from several goroutines at once and
+// should return quickly.
+func WithEventHandler(f func(Event)) RouterOption {
+	return func(c *routerConfig) error {
+		if f == nil {
+			return invalidOption("WithEventHandler", "nil", "nil function")
+		}
+		c.onEvent = f
+		return nil
+	}
+}
+
+// WithRouterSignalOptions configures the router's signal streams
+// (heartbeat, backoff, buffer, server, …).
+func WithRouterSignalOptions(opts ...SignalOption) RouterOption {
+	return func(c *routerConfig) error {
+		c.sigOpts = append(c.sigOpts, opts...)
+		return nil
+	}
+}
+
+// HandlerOption configures one handler of a Router.
+type HandlerOption func(*handlerConfig) error
+
+type handlerConfig struct {
+	workers int
+	queue   int
+	policy  OverflowPolicy
+	mw      []Middleware
+}
+
+// Ordered runs the handler's signals one at a time, in arrival order (the
+// default).
+func Ordered() HandlerOption {
+	return func(c *handlerConfig) error {
+		c.workers = 1
+		return nil
+	}
+}
+
+// WithConcurrency runs up to n calls of the handler at once, on a conc
+// worker pool; signals are then not handled in arrival order.
+func WithConcurrency(n int) HandlerOption {
+	return func(c *handlerConfig) error {
+		if n < 1 {
+			return invalidOption("WithConcurrency", n, "must be at least 1")
+		}
+		c.workers = n
+		return nil
+	}
+}
+
+// WithQueueSize sets how many signals wait for the handler while it is busy
+// (default 256, at least 1).
+func WithQueueSize(n int) HandlerOption {
+	return func(c *handlerConfig) error {
+		if n < 1 {
+			return invalidOption("WithQueueSize", n, "must be at least 1")
+		}
+		c.queue = n
+		return nil
+	}
+}
+
+// WithHandlerOverflow sets what happens to a signal for the handler while
+// its queue is full (default DropNewest). FailStream stops the router: Run
+// returns an error matching ErrOverflow.
+func WithHandlerOverflow(p OverflowPolicy) HandlerOption {
+	return func(c *handlerConfig) error {
+		if !p.valid() {
+			return invalidOption("WithHandlerOverflow", p, "unknown policy")
+		}
+		c.policy = p
+		return nil
+	}
+}
+
+// WithHandlerTimeout bounds each call of the handler with the Timeout
+// middleware.
+func WithHandlerTimeout(d time.Duration) HandlerOption {
+	return func(c *handlerConfig) error {
+		if d <= 0 {
+			return invalidOption("WithHandlerTimeout", d, "must be positive")
+		}
+		c.mw = append(c.mw, Timeout(d))
+		return nil
+	}
+}
+
+// WithHandlerMiddleware wraps this handler alone in mw, inside the router's
+// middleware (Use).
+func WithHandlerMiddleware(mw ...Middleware) HandlerOption {
+	return func(c *handlerConfig) error {
+		for _, m := range mw {
+			if m == nil {
+				return invalidOption("WithHandlerMiddleware", "nil", "nil middleware")
+			}
+		}
+		c.mw = append(c.mw, mw...)
+		return nil
+	}
+}
+
+// route is one registered handler and, while running, its queue.
+type route struct {
+	pattern string
+	group   string
+	h       Handler // as registered
+	cfg     handlerConfig
+
+	final   Handler // with middleware, set by Run
+	q       chan Signal
+	workers *concpool.Pool
+	dropped atomic.Uint64
+	unrep   uint64 // drops not yet reported; dispatcher only
+}
+
+// NewRouter returns a Router that connects through c.
+func NewRouter(c *Client, opts ...RouterOption) (*Router, error) {
+	if c == nil {
+		return nil, fmt.Errorf("dfstream: nil Client: %w", ErrInvalidInput)
+	}
+	r := &Router{c: c, ready: make(chan struct{})}
+	for _, o := range opts {
+		if err := o(&r.cfg); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Use adds middleware around every handler of the router, the first one
+// outermost. Middleware applies to handlers registered before and after,
+// and must be added before Run; Use panics once Run has started.
+func (r *Router) Use(mw ...Middleware) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		panic(ErrRouterStarted)
+	}
+	for _, m := range mw {
+		if m == nil {
+			panic("dfstream: Router.Use: nil middleware")
+		}
+	}
+	r.mw = append(r.mw, mw...)
+}
+
+// Handle registers h for the signals whose channel matches pattern. Several
+// handlers may share a pattern, and patterns may overlap: each matching
+// handler gets the signal. An invalid pattern is an error matching
+// ErrInvalidInput. Handlers must be registered before Run (ErrRouterStarted).
+func (r *Router) Handle(pattern string, h Handler, opts ...HandlerOption) error {
+	return r.add(pattern, "", h, opts)
+}
+
+// HandleFunc registers f as in Handle.
+func (r *Router) HandleFunc(pattern string, f func(ctx context.Context, sig Signal) error, opts ...HandlerOption) error {
+	if f == nil {
+		return fmt.Errorf("dfstream: nil handler for %q: %w", pattern, ErrInvalidInput)
+	}
+	return r.add(pattern, "", HandlerFunc(f), opts)
+}
+
+// HandleGroup registers h as a member of the queue group group on pattern:
+// the server delivers each matching signal to one member of the group
+// (round robin over every connection that joined it, in this process or
+// another), so the group as a whole handles each signal once. The handler
+// has a connection of its own (see Router).
+func (r *Router) HandleGroup(pattern, group string, h Handler, opts ...HandlerOption) error {
+	if group == "" {
+		return fmt.Errorf("dfstream: HandleGroup %q: %w", pattern, &wire.InputError{Field: "group", Reason: "empty"})
+	}
+	return r.add(pattern, group, h, opts)
+}
+
+func (r *Router) add(pattern, group string, h Handler, opts []HandlerOption) error {
+	if err := wire.ValidatePattern(pattern); err != nil {
+		return err
+	}
+	if err := wire.ValidateGroup(group); err != nil {
+		return err
+	}
+	if h == nil {
+		return fmt.Errorf("dfstream: nil handler for %q: %w", pattern, ErrInvalidInput)
+	}
+	cfg := handlerConfig{workers: 1, queue: DefaultHandlerQueue, policy: DefaultOverflow}
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		return ErrRouterStarted
+	}
+	rt := &route{pattern: pattern, group: group, h: h, cfg: cfg}
+	r.routes = append(r.routes, rt)
+	if group == "" {
+		r.plain.Insert(pattern, rt)
+	}
+	return nil
+}
+
+// Ready is closed once Run has subscribed every handler (the server has
+// confirmed every listen): signals emitted from then on are routed.
+func (r *Router) Ready() <-chan struct{} { return r.ready }
+
+// Stats returns the router's counters.
+func (r *Router) Stats() RouterStats {
+	return RouterStats{
+		Received: r.received.Load(),
+		Handled:  r.handled.Load(),
+		Failed:   r.failed.Load(),
+		Dropped:  r.dropped.Load(),
+	}
+}
+
+// match calls visit for every plain route whose pattern matches channel.
+// It does not allocate.
+func (r *Router) match(channel string, visit func(string, *route)) {
+	r.plain.Lookup(channel, visit)
+}
+
+// Run connects, subscribes every handler, and routes signals until ctx ends
+// or a failure stops the router. Then it stops taking signals (closes its
+// connections), lets every signal already received reach its handlers, and
+// returns once every handler call has finished: a handler that never returns
+// keeps Run from returning (use Timeout, and honour ctx).
+//
+// Handlers get a context that carries ctx's values but is not cancelled when
+// ctx ends, so that the calls in flight can finish.
+//
+// Run returns nil when ctx ended, or the error that stopped the router: a
+// connection or subscription that failed at start, authentication refused,
+// a subscription the server rejected, overflow under FailStream. If a
+// handler panicked without the Recover middleware, the router stops and Run
+// re-panics with the handler's panic (and its stack) once drained.
+func (r *Router) Run(ctx context.Context) (err error) {
+	r.mu.Lock()
+	if r.started {
+		r.mu.Unlock()
+		return ErrRouterStarted
+	}
+	r.started = true
+	routes := r.routes
+	mw := r.mw
+	r.mu.Unlock()
+	if len(routes) == 0 {
+		return fmt.Errorf("dfstream: router has no handlers: %w", ErrInvalidInput)
+	}
+
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	r.stopRun = stop
+	hctx := context.WithoutCancel(ctx)
+
+	// Handlers first, so that no signal waits for a worker to exist.
+	for _, rt := range routes {
+		rt.final = chain(rt.h, mw, rt.cfg.mw)
+		rt.q = make(chan Signal, rt.cfg.queue)
+		rt.workers = concpool.New().WithMaxGoroutines(rt.cfg.workers)
+		for range rt.cfg.workers {
+			rt.workers.Go(func() { r.work(hctx, rt) })
+		}
+	}
+
+	var streams []*SignalStream
+	var dispatchers conc.WaitGroup
+	defer func() {
+		for _, s := range streams {
+			_ = s.Close()
+		}
+		dispatchers.Wait()
+		for _, rt := range routes {
+			close(rt.q)
+		}
+		for _, rt := range routes {
+			rt.workers.Wait()
+		}
+		if p := r.panicked.Load(); p != nil {
+			panic(p) // as conc does: the value, with the handler's stack
+		}
+		if err == nil {
+			err = r.failure()
+		}
+	}()
+
+	sigOpts := r.cfg.sigOpts
+	var plain []*route
+	seen := make(map[string]bool)
+	var plainPatterns []string
+	for _, rt := range routes {
+		if rt.group == "" {
+			plain = append(plain, rt)
+			if !seen[rt.pattern] {
+				seen[rt.pattern] = true
+				plainPatterns = append(plainPatterns, rt.pattern)
+			}
+		}
+	}
+	if len(plain) > 0 {
+		s, err := r.c.Signals(runCtx, sigOpts...)
+		if err != nil {
+			return r.startErr(ctx, err)
+		}
+		streams = append(streams, s)
+		dispatchers.Go(func() { r.dispatch(s, nil) })
+		for _, p := range plainPatterns {
+			if err := s.Listen(runCtx, p); err != nil {
+				return r.startErr(ctx, err)
+			}
+		}
+	}
+	for _, rt := range routes {
+		if rt.group == "" {
+			continue
+		}
+		s, err := r.c.Signals(runCtx, sigOpts...)
+		if err != nil {
+			return r.startErr(ctx, err)
+		}
+		streams = append(streams, s)
+		dispatchers.Go(func() { r.dispatch(s, rt) })
+		if err := s.ListenGroup(runCtx, rt.pattern, rt.group); err != nil {
+			return r.startErr(ctx, err)
+		}
+	}
+	close(r.ready)
+	r.c.cfg.logger.Debug().Int("handlers", len(routes)).Int("connections", len(streams)).Msg("router running")
+
+	<-runCtx.Done()
+	return nil // the deferred drain reports a failure, if any
+}
+
+// failure returns why the router stopped by itself, nil if it did not.
+func (r *Router) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runErr
+}
+
+// startErr is what Run returns when setting up failed: nil when ctx ended
+// meanwhile (the user stopped it), the error otherwise.
+func (r *Router) startErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// chain wraps h in the router's middleware (outermost first), then the
+// handler's own.
+func chain(h Handler, router, own []Middleware) Handler {
+	for i := len(own) - 1; i >= 0; i-- {
+		h = own[i](h)
+	}
+	for i := len(router) - 1; i >= 0; i-- {
+		h = router[i](h)
+	}
+	return h
+}
+
+// dispatch routes the events of one stream: for the plain stream (group ==
+// nil) through the trie, for a group stream to its one handler.
+func (r *Router) dispatch(s *SignalStream, group *route) {
+	events := s.Events()
+	var touched []*route // routes with unreported drops
+	var reported time.Time
+	for ev := range events {
+		switch e := ev.(type) {
+		case Signal:
+			r.received.Add(1)
+			if group != nil {
+				e.Pattern, e.Group = group.pattern, group.group
+				touched = r.offer(group, e, touched)
+				break
+			}
+			r.match(e.Channel, func(pattern string, rt *route) {
+				sig := e
+				sig.Pattern, sig.Group = pattern, ""
+				touched = r.offer(rt, sig, touched)
+			})
+		case Failed:
+			r.stop(e.Err)
+		case Closed:
+		case Overflow:
+			if group != nil {
+				e.Pattern, e.Group = group.pattern, group.group
+			}
+			r.event(e)
+		default:
+			r.event(ev)
+		}
+		// Report drops once the burst is over, or every 100ms during one.
+		if len(touched) > 0 && (len(events) == 0 || time.Since(reported) > 100*time.Millisecond) {
+			touched = r.reportDrops(touched)
+			reported = time.Now()
+		}
+	}
+	r.reportDrops(touched)
+}
+
+// offer hands sig to rt's queue without blocking, applying rt's overflow
+// policy when the queue is full.
+func (r *Router) offer(rt *route, sig Signal, touched []*route) []*route {
+	select {
+	case rt.q <- sig:
+		return touched
+	default:
+	}
+	switch rt.cfg.policy {
+	case DropOldest:
+		select {
+		case <-rt.q:
+		default:
+		}
+		select {
+		case rt.q <- sig:
+		default:
+			// Unreachable: this goroutine is the queue's only sender and
+			// just made room. Count it rather than block.
+		}
+	case FailStream:
+		r.stop(fmt.Errorf("%w: handler %s queue full (%d signals)", ErrOverflow, Subscription{rt.pattern, rt.group}, rt.cfg.queue))
+	}
+	rt.dropped.Add(1)
+	r.dropped.Add(1)
+	if rt.unrep == 0 {
+		touched = append(touched, rt)
+	}
+	rt.unrep++
+	return touched
+}
+
+// reportDrops emits one Overflow event per route with drops not yet
+// reported.
+func (r *Router) reportDrops(touched []*route) []*route {
+	now := time.Now()
+	for _, rt := range touched {
+		r.event(Overflow{
+			Pattern: rt.pattern, Group: rt.group,
+			Dropped: rt.unrep, Total: rt.dropped.Load(),
+			Policy: rt.cfg.policy, At: now,
+		})
+		rt.unrep = 0
+	}
+	return touched[:0]
+}
+
+func (r *Router) event(ev Event) {
+	log := r.c.cfg.logger
+	switch e := ev.(type) {
+	case Disconnected:
+		log.Warn().Err(e.Reason).Msg("router connection lost")
+	case Reconnected:
+		log.Info().Dur("down", e.Down).Msg("router reconnected")
+	case Overflow:
+		log.Warn().Str("pattern", e.Pattern).Str("group", e.Group).Uint64("dropped", e.Dropped).Uint64("total", e.Total).Msg("signals dropped")
+	}
+	if r.cfg.onEvent != nil {
+		r.cfg.onEvent(ev)
+	}
+}
+
+// stop ends Run with err (the first one wins).
+func (r *Router) stop(err error) {
+	r.stopOnce.Do(func() {
+		r.mu.Lock()
+		r.runErr = err
+		r.mu.Unlock()
+	})
+	r.stopRun(err)
+}
+
+// work is one worker of rt: it handles rt's queue until Run closes it.
+func (r *Router) work(ctx context.Context, rt *route) {
+	for sig := range rt.q {
+		var err error
+		var c panics.Catcher
+		c.Try(func() { err = rt.final.HandleSignal(ctx, sig) })
+		if rec := c.Recovered(); rec != nil {
+			r.failed.Add(1)
+			r.panicked.CompareAndSwap(nil, rec)
+			r.stop(&HandlerPanic{Value: rec.Value, Stack: rec.Stack})
+			continue
+		}
+		if err != nil {
+			r.failed.Add(1)
+			r.handleErr(ctx, sig, err)
+			continue
+		}
+		r.handled.Add(1)
+	}
+}
+
+func (r *Router) handleErr(ctx context.Context, sig Signal, err error) {
+	if r.cfg.onError != nil {
+		r.cfg.onError(ctx, sig, err)
+		return
+	}
+	r.c.cfg.logger.Error().Err(err).Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).Msg("signal handler failed")
+}
+
+// ---- built-in middleware ----
+
+// HandlerPanic is the error Recover makes of a handler's panic. It matches
+// ErrHandlerPanic, and the panic value when that is an error.
+type HandlerPanic struct {
+	Value any
+	Stack []byte
+}
+
+func (p *HandlerPanic) Error() string { return fmt.Sprintf("dfstream: handler panicked: %v", p.Value) }
+
+// Is reports whether target is ErrHandlerPanic.
+func (p *HandlerPanic) Is(target error) bool { return target == ErrHandlerPanic }
+
+// Unwrap returns the panic value if it is an error.
+func (p *HandlerPanic) Unwrap() error {
+	err, _ := p.Value.(error)
+	return err
+}
+
+// Recover turns a panicking handler into an error (*HandlerPanic, matching
+// ErrHandlerPanic) that goes to the error handler; the router goes on. Put
+// it first, so that it covers the other middleware too.
+func Recover() Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, sig Signal) (err error) {
+			defer func() {
+				if v := recover(); v != nil {
+					err = &HandlerPanic{Value: v, Stack: debug.Stack()}
+				}
+			}()
+			return next.HandleSignal(ctx, sig)
+		})
+	}
+}
+
+// Logging logs every handled signal on l: channel, pattern, group and
+// duration at debug level, and failures at error level.
+func Logging(l zerolog.Logger) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, sig Signal) error {
+			start := time.Now()
+			err := next.HandleSignal(ctx, sig)
+			var e *zerolog.Event
+			if err != nil {
+				e = l.Error().Err(err)
+			} else {
+				e = l.Debug()
+			}
+			e.Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).
+				Dur("took", time.Since(start)).Msg("signal handled")
+			return err
+		})
+	}
+}
+
+// Timeout gives each handler call a context that ends after d. A handler
+// must honour its context: one that returns a context error once the time is
+// up makes the call fail with an error matching ErrHandlerTimeout (and
+// context.DeadlineExceeded). Go cannot stop a goroutine that ignores its
+// context, so the call then still runs to its end.
+func Timeout(d time.Duration) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, sig Signal) error {
+			tctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			err := next.HandleSignal(tctx, sig)
+			if err != nil && errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil &&
+				errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("%w after %v: %w", ErrHandlerTimeout, d, err)
+			}
+			return err
+		})
+	}
+}

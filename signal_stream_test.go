@@ -1,0 +1,827 @@
+package dfstream_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfstream/dfstream"
+	"github.com/dfstream/dfstream/dflockdtest"
+	"github.com/dfstream/dfstream/wire"
+)
+
+// chanPrefix returns a token unique to this test run, so that tests sharing
+// an external server never see each other's signals.
+func chanPrefix(t testing.TB) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "t" + hex.EncodeToString(b[:])
+}
+
+// signals starts a signal stream on c, closed when the test ends.
+func signals(t *testing.T, c *dfstream.Client, opts ...dfstream.SignalOption) *dfstream.SignalStream {
+	t.Helper()
+	s, err := c.Signals(context.Background(), opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// nextSignal returns the next Signal, failing on any other event.
+func nextSignal(t *testing.T, s *dfstream.SignalStream, timeout time.Duration) dfstream.Signal {
+	t.Helper()
+	return nextOf[dfstream.Signal](t, s.Events(), timeout)
+}
+
+// noEvent asserts that nothing arrives for d.
+func noEvent(t *testing.T, events <-chan dfstream.Event, d time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-events:
+		require.FailNow(t, "unexpected event", "%T %+v", ev, ev)
+	case <-time.After(d):
+	}
+}
+
+// skipTo reads events until one of type E, which it returns; connection
+// events before it are returned too.
+func skipTo[E dfstream.Event](t *testing.T, events <-chan dfstream.Event, timeout time.Duration) (E, []dfstream.Event) {
+	t.Helper()
+	deadline := time.After(timeout)
+	var skipped []dfstream.Event
+	for {
+		select {
+		case ev, ok := <-events:
+			require.True(t, ok, "event channel closed; skipped %v", skipped)
+			if e, ok := ev.(E); ok {
+				return e, skipped
+			}
+			skipped = append(skipped, ev)
+		case <-deadline:
+			var zero E
+			require.FailNow(t, "event not seen", "want %T within %v; skipped %v", zero, timeout, skipped)
+			return zero, nil
+		}
+	}
+}
+
+func TestSignalListenEmitDeliversChannelPayloadAndSubscription(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	s := signals(t, c)
+
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".orders.*"))
+	assert.Equal(t, []dfstream.Subscription{{Pattern: p + ".orders.*"}}, s.Subscriptions())
+
+	n, err := c.Emit(ctxT(t, 5*time.Second), p+".orders.created", "  x  y\tz ")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "one listening connection")
+
+	sig := nextSignal(t, s, 5*time.Second)
+	assert.Equal(t, p+".orders.created", sig.Channel)
+	assert.Equal(t, "  x  y\tz ", sig.Payload, "payload arrives verbatim")
+	assert.Equal(t, p+".orders.*", sig.Pattern)
+	assert.Empty(t, sig.Group)
+	assert.WithinDuration(t, time.Now(), sig.At, 5*time.Second)
+
+	// A channel the pattern does not match is not delivered; the stream
+	// itself emits too, and counts as a receiver of its own signal.
+	n, err = s.Emit(ctxT(t, 5*time.Second), p+".orders.x.y", "no")
+	require.NoError(t, err)
+	assert.Equal(t, 0, n)
+	n, err = s.Emit(ctxT(t, 5*time.Second), p+".orders.shipped", "yes")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	sig = nextSignal(t, s, 5*time.Second)
+	assert.Equal(t, "yes", sig.Payload)
+
+	require.NoError(t, s.Close())
+	ev := nextOf[dfstream.Closed](t, s.Events(), time.Second)
+	assert.NoError(t, ev.Err)
+	requireClosed(t, s.Events())
+	assert.NoError(t, s.Err())
+	<-s.Done()
+}
+
+// TestSignalWildcardTableEndToEnd sends every channel of the wildcard table
+// through the server to one stream per pattern: the server's deliveries and
+// counts must follow the table (the same table the router's trie is checked
+// against).
+func TestSignalWildcardTableEndToEnd(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	ctx := ctxT(t, 30*time.Second)
+
+	streams := make([]*dfstream.SignalStream, len(dfstream.WildcardTable))
+	for i, tc := range dfstream.WildcardTable {
+		streams[i] = signals(t, c, dfstream.WithSignalEventBuffer(64))
+		require.NoError(t, streams[i].Listen(ctx, p+"."+tc.Pattern), tc.Pattern)
+		// The end marker: emitted last, it tells the stream has seen all.
+		require.NoError(t, streams[i].Listen(ctx, p+"-end"), tc.Pattern)
+	}
+	for _, ch := range dfstream.WildcardChannels {
+		want := 0
+		for _, tc := range dfstream.WildcardTable {
+			if slices.Contains(tc.Matches, ch) {
+				want++
+			}
+		}
+		n, err := c.Emit(ctx, p+"."+ch, ch)
+		require.NoError(t, err)
+		assert.Equal(t, want, n, "receivers of %q", ch)
+	}
+	n, err := c.Emit(ctx, p+"-end", "end")
+	require.NoError(t, err)
+	require.Equal(t, len(streams), n)
+
+	for i, tc := range dfstream.WildcardTable {
+		var got []string
+		for {
+			sig := nextSignal(t, streams[i], 5*time.Second)
+			if sig.Channel == p+"-end" {
+				break
+			}
+			assert.Equal(t, p+"."+tc.Pattern, sig.Pattern, "attributed to the pattern that matched")
+			got = append(got, sig.Payload)
+		}
+		assert.ElementsMatch(t, tc.Matches, got, "pattern %q", tc.Pattern)
+	}
+}
+
+func TestSignalQueueGroupMembersShareAndPlainListenersGetAll(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	ctx := ctxT(t, 30*time.Second)
+
+	members := []*dfstream.SignalStream{signals(t, c), signals(t, c), signals(t, c)}
+	for _, m := range members {
+		require.NoError(t, m.ListenGroup(ctx, p+".jobs.>", "workers"))
+	}
+	plain := signals(t, c)
+	require.NoError(t, plain.Listen(ctx, p+".jobs.>"))
+
+	const n = 9
+	for i := range n {
+		got, err := c.Emit(ctx, p+".jobs.run", strconv.Itoa(i))
+		require.NoError(t, err)
+		assert.Equal(t, 2, got, "one copy for the group, one for the plain listener")
+	}
+	for i := range n {
+		m := members[i%3] // round robin in join order
+		sig := nextSignal(t, m, 5*time.Second)
+		assert.Equal(t, strconv.Itoa(i), sig.Payload, "member %d", i%3)
+		assert.Equal(t, "workers", sig.Group)
+		assert.Equal(t, p+".jobs.>", sig.Pattern)
+		psig := nextSignal(t, plain, 5*time.Second)
+		assert.Equal(t, strconv.Itoa(i), psig.Payload)
+		assert.Empty(t, psig.Group)
+	}
+	for _, m := range members {
+		noEvent(t, m.Events(), 100*time.Millisecond)
+	}
+
+	// Leaving the group keeps nothing else: the others share the work.
+	require.NoError(t, members[0].UnlistenGroup(ctx, p+".jobs.>", "workers"))
+	require.NoError(t, plain.Unlisten(ctx, p+".jobs.>"))
+	got, err := c.Emit(ctx, p+".jobs.run", "x")
+	require.NoError(t, err)
+	assert.Equal(t, 1, got)
+	noEvent(t, members[0].Events(), 100*time.Millisecond)
+	noEvent(t, plain.Events(), 0)
+}
+
+func TestSignalAmbiguousDeliveryLeavesPatternEmpty(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	ctx := ctxT(t, 10*time.Second)
+	s := signals(t, c)
+	require.NoError(t, s.Listen(ctx, p+".a.*"))
+	require.NoError(t, s.Listen(ctx, p+".a.>"))
+
+	n, err := c.Emit(ctx, p+".a.b", "both")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "one copy per connection for its plain subscriptions")
+	sig := nextSignal(t, s, 5*time.Second)
+	assert.Empty(t, sig.Pattern, "two subscriptions match: the copy cannot be attributed")
+	_, err = c.Emit(ctx, p+".a.b.c", "one")
+	require.NoError(t, err)
+	sig = nextSignal(t, s, 5*time.Second)
+	assert.Equal(t, p+".a.>", sig.Pattern)
+	noEvent(t, s.Events(), 100*time.Millisecond)
+}
+
+func TestSignalStreamReconnectsAndListensAgain(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "DropConnections")
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	ctx := ctxT(t, 30*time.Second)
+	s := signals(t, c, dfstream.WithSignalBackoff(20*time.Millisecond, 200*time.Millisecond))
+	require.NoError(t, s.Listen(ctx, p+".a"))
+	require.NoError(t, s.ListenGroup(ctx, p+".b", "g"))
+	_, err := c.Emit(ctx, p+".a", "before")
+	require.NoError(t, err)
+	assert.Equal(t, "before", nextSignal(t, s, 5*time.Second).Payload)
+
+	dropped := time.Now()
+	srv.DropConnections()
+	d := nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+	assert.ErrorIs(t, d.Reason, dfstream.ErrConnLost)
+	assert.Equal(t, addr, d.Server)
+	r := nextOf[dfstream.Reconnected](t, s.Events(), 10*time.Second)
+	assert.GreaterOrEqual(t, r.Attempts, 1)
+	assert.Equal(t, d.At, r.Since, "the gap starts at the loss")
+	assert.Equal(t, r.At.Sub(r.Since), r.Down)
+	assert.True(t, !r.Since.Before(dropped) && r.At.After(r.Since), "gap %v..%v", r.Since, r.At)
+	assert.True(t, s.Connected())
+
+	// Both subscriptions are back: Emit counts them, and they deliver.
+	n, err := c.Emit(ctx, p+".a", "after")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	n, err = c.Emit(ctx, p+".b", "group")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	assert.Equal(t, "after", nextSignal(t, s, 5*time.Second).Payload)
+	sig := nextSignal(t, s, 5*time.Second)
+	assert.Equal(t, "group", sig.Payload)
+	assert.Equal(t, "g", sig.Group)
+	assert.ElementsMatch(t, []dfstream.Subscription{{Pattern: p + ".a"}, {Pattern: p + ".b", Group: "g"}}, s.Subscriptions())
+}
+
+func TestSignalEmitWaitsForTheConnectionWhileReconnecting(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "PauseAccepting")
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	ctx := ctxT(t, 30*time.Second)
+	s := signals(t, c, dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond))
+	require.NoError(t, s.Listen(ctx, p+".a"))
+
+	srv.PauseAccepting()
+	srv.DropConnections()
+	nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+
+	// While the server refuses, an Emit bounded by a short context gives up
+	// and is never sent; Listen is registered and confirmed later.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err := s.Emit(short, p+".a", "abandoned")
+	cancel()
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	listened := make(chan error, 1)
+	go func() { listened <- s.Listen(ctx, p+".c") }()
+	emitted := make(chan error, 1)
+	go func() { _, err := s.Emit(ctx, p+".c", "queued"); emitted <- err }()
+	time.Sleep(200 * time.Millisecond)
+	assert.False(t, s.Connected())
+	select {
+	case err := <-emitted:
+		require.FailNow(t, "Emit returned while disconnected", "%v", err)
+	default:
+	}
+
+	srv.ResumeAccepting()
+	require.NoError(t, <-listened)
+	require.NoError(t, <-emitted)
+	nextOf[dfstream.Reconnected](t, s.Events(), 10*time.Second)
+	sig := nextSignal(t, s, 5*time.Second)
+	assert.Equal(t, "queued", sig.Payload, "the abandoned emit was not sent")
+}
+
+func TestSignalIdleStreamSurvivesServerReadTimeouts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		pingError, probe bool
+	}{{false, true}, {true, true}, {false, false}, {true, false}} {
+		t.Run(fmt.Sprintf("pingError=%v/probe=%v", tc.pingError, tc.probe), func(t *testing.T) {
+			t.Parallel()
+			const readTimeout = 500 * time.Millisecond
+			addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout, PingError: tc.pingError})
+			needServer(t, srv, "short read timeout")
+			c := newClient(t, []string{addr})
+			p := chanPrefix(t)
+			s := signals(t, c, dfstream.WithHeartbeat(100*time.Millisecond), dfstream.WithProbe(tc.probe))
+			require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".idle"))
+
+			noEvent(t, s.Events(), 5*readTimeout)
+			assert.True(t, s.Connected())
+			n, err := c.Emit(ctxT(t, 5*time.Second), p+".idle", "still here")
+			require.NoError(t, err)
+			assert.Equal(t, 1, n)
+			assert.Equal(t, "still here", nextSignal(t, s, 5*time.Second).Payload)
+		})
+	}
+}
+
+func TestSignalWithoutHeartbeatIsDroppedByTheReadTimeout(t *testing.T) {
+	t.Parallel()
+	const readTimeout = 500 * time.Millisecond
+	addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout})
+	needServer(t, srv, "short read timeout")
+	c := newClient(t, []string{addr})
+	s := signals(t, c, dfstream.WithHeartbeat(0), dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), chanPrefix(t)+".idle"))
+
+	start := time.Now()
+	d := nextOf[dfstream.Disconnected](t, s.Events(), 10*readTimeout)
+	assert.ErrorIs(t, d.Reason, dfstream.ErrConnLost)
+	assert.GreaterOrEqual(t, time.Since(start), readTimeout*8/10, "dropped by the read timeout, not before")
+	nextOf[dfstream.Reconnected](t, s.Events(), 5*time.Second)
+}
+
+// muteStream mutes the pushes to the connections that listen to pattern now
+// (not to later ones: the stream's next connection is not muted).
+func muteStream(t *testing.T, srv *dflockdtest.Server, pattern string) {
+	t.Helper()
+	ids := map[uint64]bool{}
+	for _, ci := range srv.Conns() {
+		if slices.Contains(ci.Subscriptions, pattern) {
+			ids[ci.ID] = true
+		}
+	}
+	require.NotEmpty(t, ids, "no connection listens to %q", pattern)
+	srv.MutePushes(func(ci dflockdtest.ConnInfo) bool { return ids[ci.ID] })
+	t.Cleanup(srv.UnmutePushes)
+}
+
+func TestSignalHeartbeatProbeDetectsASilentConnectionAndRecovers(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "MutePushes")
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	ctx := ctxT(t, 30*time.Second)
+	const hb = 300 * time.Millisecond
+	s := signals(t, c, dfstream.WithHeartbeat(hb), dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond))
+	require.NoError(t, s.Listen(ctx, p+".a"))
+	time.Sleep(hb / 2) // the probe subscription is in place
+
+	muteStream(t, srv, p+".a")
+	muted := time.Now()
+	n, err := c.Emit(ctx, p+".a", "into the void")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "the server still counts the muted listener")
+
+	d := nextOf[dfstream.Disconnected](t, s.Events(), 10*hb)
+	took := time.Since(muted)
+	assert.ErrorIs(t, d.Reason, dfstream.ErrSilentConnection)
+	t.Logf("black hole noticed after %v (heartbeat %v)", took, hb)
+	assert.Less(t, took, 2*hb+time.Second, "noticed within two heartbeat intervals (with slack for a slow machine)")
+	nextOf[dfstream.Reconnected](t, s.Events(), 5*time.Second)
+
+	_, err = c.Emit(ctx, p+".a", "heard again")
+	require.NoError(t, err)
+	assert.Equal(t, "heard again", nextSignal(t, s, 5*time.Second).Payload)
+}
+
+func TestSignalWithoutProbeASilentConnectionGoesUnnoticed(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "MutePushes")
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	const hb = 100 * time.Millisecond
+	s := signals(t, c, dfstream.WithHeartbeat(hb), dfstream.WithProbe(false))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".a"))
+	muteStream(t, srv, p+".a")
+	_, err := c.Emit(ctxT(t, 5*time.Second), p+".a", "lost")
+	require.NoError(t, err)
+	noEvent(t, s.Events(), 6*hb) // pings alone cannot tell
+	assert.True(t, s.Connected())
+}
+
+// flood emits n numbered signals to channel, one at a time, and returns
+// how many copies the server queued.
+func flood(t *testing.T, c *dfstream.Client, channel string, from, n int) int {
+	t.Helper()
+	return floodPaced(t, c, channel, from, n, nil)
+}
+
+// floodPaced is flood that, after each signal, waits until received()
+// reports it arrived. On a loaded machine an unpaced emitter can outrun the
+// listener's socket, and the server then refuses copies when the
+// connection's 64-line push queue is full (protocol.md §4): pacing keeps
+// every test below the server's limits, so that what the client does is
+// exact.
+func floodPaced(t *testing.T, c *dfstream.Client, channel string, from, n int, received func() uint64) int {
+	t.Helper()
+	ctx := ctxT(t, 60*time.Second)
+	copies := 0
+	var want uint64
+	if received != nil {
+		want = received()
+	}
+	for i := from; i < from+n; i++ {
+		k, err := c.Emit(ctx, channel, strconv.Itoa(i))
+		require.NoError(t, err)
+		copies += k
+		if received == nil {
+			continue
+		}
+		want += uint64(k)
+		deadline := time.Now().Add(10 * time.Second)
+		for received() < want {
+			require.True(t, time.Now().Before(deadline), "signal %d not received", i)
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+	return copies
+}
+
+func waitReceived(t *testing.T, s *dfstream.SignalStream, n uint64) {
+	t.Helper()
+	require.Eventually(t, func() bool { return s.Stats().Received >= n }, 20*time.Second, 5*time.Millisecond,
+		"received %d of %d", s.Stats().Received, n)
+}
+
+// drain reads the events until the channel is empty for a moment.
+func drain(t *testing.T, s *dfstream.SignalStream) (payloads []int, overflow []dfstream.Overflow, other []dfstream.Event) {
+	t.Helper()
+	for {
+		select {
+		case ev := <-s.Events():
+			switch e := ev.(type) {
+			case dfstream.Signal:
+				i, err := strconv.Atoi(e.Payload)
+				require.NoError(t, err)
+				payloads = append(payloads, i)
+			case dfstream.Overflow:
+				overflow = append(overflow, e)
+			default:
+				other = append(other, ev)
+			}
+		case <-time.After(300 * time.Millisecond):
+			return
+		}
+	}
+}
+
+func TestSignalSlowConsumerOverflowPolicies(t *testing.T) {
+	t.Parallel()
+	const (
+		n      = 200
+		events = 5
+		buffer = 10
+	)
+	for _, policy := range []dfstream.OverflowPolicy{dfstream.DropNewest, dfstream.DropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			t.Parallel()
+			const readTimeout = 500 * time.Millisecond
+			addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout})
+			needServer(t, srv, "short read timeout")
+			c := newClient(t, []string{addr})
+			p := chanPrefix(t)
+			s := signals(t, c, dfstream.WithHeartbeat(100*time.Millisecond),
+				dfstream.WithSignalEventBuffer(events), dfstream.WithSignalBuffer(buffer), dfstream.WithOverflow(policy))
+			require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".flood"))
+
+			// Nobody reads: the reader goes on, and so do heartbeats and
+			// command replies, past several server read timeouts.
+			copies := floodPaced(t, c, p+".flood", 0, n, func() uint64 { return s.Stats().Received })
+			require.Equal(t, n, copies)
+			time.Sleep(3 * readTimeout)
+			ctx := ctxT(t, 5*time.Second)
+			require.NoError(t, s.Listen(ctx, p+".other"), "commands are answered behind a stuck consumer")
+			got, err := s.Emit(ctx, p+".nobody", "x")
+			require.NoError(t, err)
+			assert.Equal(t, 0, got)
+			assert.True(t, s.Connected())
+
+			st := s.Stats()
+			assert.Equal(t, uint64(n), st.Received)
+			kept := n - int(st.Dropped)
+			assert.GreaterOrEqual(t, kept, events+buffer, "the channel and the buffer are full")
+			assert.LessOrEqual(t, kept, events+buffer+1, "plus at most the one being offered")
+
+			payloads, overflow, other := drain(t, s)
+			assert.Empty(t, other, "no disconnection while the consumer was stuck")
+			require.Len(t, payloads, kept)
+			var total uint64
+			for _, o := range overflow {
+				total += o.Dropped
+				assert.Equal(t, policy, o.Policy)
+			}
+			require.NotEmpty(t, overflow)
+			assert.Equal(t, st.Dropped, total, "Overflow events account for every drop")
+			assert.Equal(t, st.Dropped, overflow[len(overflow)-1].Total)
+			st = s.Stats()
+			assert.Equal(t, st.Received, st.Delivered+st.Dropped, "every signal delivered or counted as dropped")
+			assert.Zero(t, st.Buffered)
+
+			assert.True(t, slices.IsSorted(payloads), "arrival order kept")
+			switch policy {
+			case dfstream.DropNewest:
+				for i, v := range payloads {
+					assert.Equal(t, i, v, "the oldest are kept, with no hole")
+				}
+			case dfstream.DropOldest:
+				assert.Equal(t, n-1, payloads[len(payloads)-1], "the newest is kept")
+				for i := 1; i <= buffer; i++ {
+					assert.Equal(t, n-i, payloads[len(payloads)-i], "the newest are kept")
+				}
+			}
+
+			// Consumed: the stream is back to normal.
+			flood(t, c, p+".flood", n, 1)
+			assert.Equal(t, strconv.Itoa(n), nextSignal(t, s, 5*time.Second).Payload)
+		})
+	}
+}
+
+func TestSignalOverflowFailStreamEndsWithATypedError(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	s := signals(t, c, dfstream.WithSignalEventBuffer(2), dfstream.WithSignalBuffer(3), dfstream.WithOverflow(dfstream.FailStream))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".f"))
+	ctx := ctxT(t, 20*time.Second)
+	for i := 0; ; i++ {
+		if _, err := c.Emit(ctx, p+".f", strconv.Itoa(i)); err != nil || i > 1000 {
+			require.NoError(t, err)
+			require.FailNow(t, "the stream did not fail")
+		}
+		select {
+		case <-s.Done():
+		default:
+			continue
+		}
+		break
+	}
+	assert.ErrorIs(t, s.Err(), dfstream.ErrOverflow)
+	var failed dfstream.Failed
+	for ev := range s.Events() {
+		if f, ok := ev.(dfstream.Failed); ok {
+			failed = f
+		}
+	}
+	assert.ErrorIs(t, failed.Err, dfstream.ErrOverflow)
+	st := s.Stats()
+	assert.Equal(t, uint64(1), st.Dropped)
+	assert.Equal(t, st.Received, st.Delivered+st.Dropped+st.Discarded)
+}
+
+func TestSignalCommandsAreAnsweredWhileSignalsArrive(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	emitter := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	ctx := ctxT(t, 30*time.Second)
+	s := signals(t, c)
+	require.NoError(t, s.Listen(ctx, p+".busy"))
+
+	var selfSeen, busy atomic.Int64
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for ev := range s.Events() {
+			sig, ok := ev.(dfstream.Signal)
+			if !ok {
+				if _, closed := ev.(dfstream.Closed); !closed {
+					t.Errorf("unexpected event %T %+v", ev, ev)
+				}
+				continue
+			}
+			if sig.Payload == "self" {
+				selfSeen.Add(1)
+			} else {
+				busy.Add(1)
+			}
+		}
+	}()
+	stop := make(chan struct{})
+	flooded := make(chan int64, 1)
+	go func() {
+		var i int64
+		defer func() { flooded <- i }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, err := emitter.Emit(ctx, p+".busy", "b")
+			if err != nil {
+				return
+			}
+			// The server may refuse a copy when the connection's push
+			// queue (64 lines) is full; it then counts 0 and the signal is
+			// lost there. Every copy it counted must arrive.
+			i += int64(n)
+		}
+	}()
+	for i := range 50 {
+		ch := fmt.Sprintf("%s.cmd.%d", p, i)
+		require.NoError(t, s.Listen(ctx, ch))
+		n, err := s.Emit(ctx, ch, "self")
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		require.NoError(t, s.Unlisten(ctx, ch))
+	}
+	close(stop)
+	sent := <-flooded
+	require.NotZero(t, sent)
+	assert.Eventually(t, func() bool { return selfSeen.Load() == 50 && busy.Load() == sent }, 10*time.Second, 5*time.Millisecond,
+		"self %d of 50, busy %d of %d, stats %+v", selfSeen.Load(), busy.Load(), sent, s.Stats())
+	assert.Zero(t, s.Stats().Dropped, "no signal lost under the buffer's limit")
+	require.NoError(t, s.Close())
+	<-consumed
+}
+
+func TestSignalInvalidInputIsATypedErrorAndNothingIsSent(t *testing.T) {
+	t.Parallel()
+	l := newSilentListener(t)
+	c := newClient(t, []string{l.Addr()})
+	ctx := ctxT(t, 5*time.Second)
+
+	long := strings.Repeat("x", 257)
+	badChannels := []string{"", "a b", "a\tb", "a\nb", "a\rb", "a*", "a.>", "*", ">", long}
+	badPayloads := []string{"", "a\nb", "a\rb", "a\x00b", long}
+	badPatterns := []string{"", "a b", "a\nlisten", "a.>.b", "a*", ">a", "a.>>", "a.b*", long}
+
+	// Client.Emit does not even connect.
+	for _, ch := range badChannels {
+		_, err := c.Emit(ctx, ch, "p")
+		assertInputError(t, err, "channel %q", ch)
+	}
+	for _, pl := range badPayloads {
+		_, err := c.Emit(ctx, "a.b", pl)
+		assertInputError(t, err, "payload %q", pl)
+	}
+	select {
+	case <-l.accepted:
+		require.FailNow(t, "Client.Emit connected for invalid input")
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// A stream is connected, but writes nothing for invalid input.
+	s := signals(t, c, dfstream.WithHeartbeat(0))
+	var conn interface {
+		Read([]byte) (int, error)
+		SetReadDeadline(time.Time) error
+	}
+	select {
+	case nc := <-l.accepted:
+		conn = nc
+	case <-time.After(5 * time.Second):
+		require.FailNow(t, "stream did not connect")
+	}
+	for _, ch := range badChannels {
+		_, err := s.Emit(ctx, ch, "p")
+		assertInputError(t, err, "channel %q", ch)
+	}
+	for _, pl := range badPayloads {
+		_, err := s.Emit(ctx, "a.b", pl)
+		assertInputError(t, err, "payload %q", pl)
+	}
+	for _, pat := range badPatterns {
+		assertInputError(t, s.Listen(ctx, pat), "pattern %q", pat)
+		assertInputError(t, s.Unlisten(ctx, pat), "pattern %q", pat)
+		assertInputError(t, s.ListenGroup(ctx, pat, "g"), "pattern %q", pat)
+	}
+	for _, g := range []string{"a b", "a\nb", "a\tb", long} {
+		assertInputError(t, s.ListenGroup(ctx, "a.b", g), "group %q", g)
+	}
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(200*time.Millisecond)))
+	buf := make([]byte, 1)
+	n, err := conn.Read(buf)
+	assert.Zero(t, n, "bytes were sent")
+	var ne interface{ Timeout() bool }
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+	assert.Empty(t, s.Subscriptions())
+}
+
+func assertInputError(t *testing.T, err error, msg string, args ...any) {
+	t.Helper()
+	assert.ErrorIs(t, err, dfstream.ErrInvalidInput, append([]any{msg}, args...)...)
+	var ie *wire.InputError
+	assert.ErrorAs(t, err, &ie, append([]any{msg}, args...)...)
+}
+
+func TestSignalServerRejectionIsATypedErrorAndTheSubscriptionIsForgotten(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{MaxSubscriptions: 2})
+	needServer(t, srv, "MaxSubscriptions")
+	c := newClient(t, []string{addr})
+	ctx := ctxT(t, 5*time.Second)
+	s := signals(t, c) // the probe takes one subscription
+	require.NoError(t, s.Listen(ctx, "a"))
+	err := s.Listen(ctx, "b")
+	assert.ErrorIs(t, err, dfstream.ErrServer)
+	var se *wire.ServerError
+	assert.ErrorAs(t, err, &se)
+	assert.Equal(t, []dfstream.Subscription{{Pattern: "a"}}, s.Subscriptions())
+
+	// At the limit even a duplicate listen fails (the server checks the
+	// limit first), but a confirmed subscription is kept, and delivers.
+	assert.ErrorIs(t, s.Listen(ctx, "a"), dfstream.ErrServer)
+	assert.Equal(t, []dfstream.Subscription{{Pattern: "a"}}, s.Subscriptions())
+	n, err := c.Emit(ctx, "a", "still")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	assert.Equal(t, "still", nextSignal(t, s, 5*time.Second).Payload)
+}
+
+func TestSignalAuthRefusedIsAnError(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{AuthToken: "secret"})
+	needServer(t, srv, "auth token")
+	c, err := dfstream.New(dfstream.WithServers(addr), dfstream.WithAuthToken("wrong"))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Signals(ctxT(t, 5*time.Second))
+	assert.ErrorIs(t, err, dfstream.ErrAuth)
+	_, err = c.Emit(ctxT(t, 5*time.Second), "a", "b")
+	assert.ErrorIs(t, err, dfstream.ErrAuth)
+
+	good, err := dfstream.New(dfstream.WithServers(addr), dfstream.WithAuthToken("secret"))
+	require.NoError(t, err)
+	defer good.Close()
+	s, err := good.Signals(ctxT(t, 5*time.Second))
+	require.NoError(t, err)
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	n, err := good.Emit(ctxT(t, 5*time.Second), "a", "b")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	require.NoError(t, s.Close())
+}
+
+func TestSignalStreamEndsWithItsContextAndWithClientClose(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c, err := dfstream.New(dfstream.WithServers(addr))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s1, err := c.Signals(ctx)
+	require.NoError(t, err)
+	cancel()
+	ev := nextOf[dfstream.Closed](t, s1.Events(), 5*time.Second)
+	assert.ErrorIs(t, ev.Err, context.Canceled)
+	requireClosed(t, s1.Events())
+	assert.ErrorIs(t, s1.Err(), context.Canceled)
+	_, err = s1.Emit(context.Background(), "a", "b")
+	assert.ErrorIs(t, err, dfstream.ErrClosed)
+
+	s2, err := c.Signals(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, s2.Listen(context.Background(), "x"))
+	require.NoError(t, c.Close())
+	select {
+	case <-s2.Done():
+	default:
+		require.FailNow(t, "Client.Close returned before the stream ended")
+	}
+	nextOf[dfstream.Closed](t, s2.Events(), time.Second)
+	requireClosed(t, s2.Events())
+	assert.NoError(t, s2.Err())
+	_, err = c.Signals(context.Background())
+	assert.ErrorIs(t, err, dfstream.ErrClosed)
+	assert.True(t, errors.Is(s2.Listen(context.Background(), "y"), dfstream.ErrClosed))
+}
+
+func TestSignalInvalidOptionsAreTypedErrors(t *testing.T) {
+	t.Parallel()
+	c := newClient(t, []string{"127.0.0.1:1"})
+	for name, o := range map[string]dfstream.SignalOption{
+		"heartbeat":    dfstream.WithHeartbeat(-1),
+		"buffer":       dfstream.WithSignalBuffer(0),
+		"events":       dfstream.WithSignalEventBuffer(0),
+		"policy":       dfstream.WithOverflow(dfstream.OverflowPolicy(9)),
+		"backoff":      dfstream.WithSignalBackoff(time.Second, time.Millisecond),
+		"server":       dfstream.WithSignalServer(""),
+		"not-a-server": dfstream.WithSignalServer("127.0.0.2:2"),
+	} {
+		_, err := c.Signals(context.Background(), o)
+		assert.ErrorIs(t, err, dfstream.ErrInvalidInput, name)
+	}
+}
