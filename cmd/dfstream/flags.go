@@ -1,0 +1,367 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dfstream/dfstream"
+)
+
+// Exit codes (sysexits.h where one fits). They are listed in every
+// command's --help and in the README.
+const (
+	exitOK          = 0
+	exitFailure     = 1  // a failure that fits nowhere else
+	exitUsage       = 64 // bad flags, arguments or input (EX_USAGE)
+	exitUnavailable = 69 // server unreachable, authentication refused, server error (EX_UNAVAILABLE)
+	exitNotAcquired = 73 // lock/sem: not acquired within --acquire-timeout; the command did not run (EX_CANTCREAT)
+	exitLeaseLost   = 75 // lock/sem: the lease was lost while the command ran; it was stopped (EX_TEMPFAIL)
+	exitCannotExec  = 126
+	exitNotFound    = 127
+)
+
+const exitCodesHelp = `Exit codes:
+  0        success (lock/sem: the command exited 0)
+  1        another failure (for example, stdout closed under watch)
+  1..125   lock/sem: the command's own exit code, passed through
+  64       usage error: bad flag, argument or input
+  69       server unreachable, authentication refused, or a server error
+  73       lock/sem: not acquired within --acquire-timeout (the command did not run)
+  75       lock/sem: the lease was lost while the command ran (it was stopped)
+  126/127  lock/sem: the command could not be executed / was not found
+  128+N    lock/sem: the command was killed by signal N, or dfstream got
+           signal N before the lock was acquired
+`
+
+// exitError carries an exit code and, unless err is nil, the one line to
+// print on stderr.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
+
+func usagef(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// classify maps an error of the client to an exit code.
+func classify(err error) error {
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		return err
+	case errors.Is(err, dfstream.ErrInvalidInput):
+		return exitWith(exitUsage, err)
+	default:
+		return exitWith(exitUnavailable, err)
+	}
+}
+
+// envBinding ties a flag to the environment variable that supplies it when
+// the flag is not given.
+type envBinding struct{ flag, env string }
+
+// command is one subcommand: its FlagSet, its help text and the environment
+// variables of its flags.
+type command struct {
+	name     string
+	synopsis string // after "dfstream NAME "
+	summary  string
+	example  string
+	fs       *flag.FlagSet
+	env      []envBinding
+	groups   [][]string // flags set together: one given on the command line disables the others' env
+	stdout   io.Writer
+}
+
+func newCommand(name, synopsis, summary, example string, stdout io.Writer) *command {
+	c := &command{name: name, synopsis: synopsis, summary: summary, example: example, stdout: stdout}
+	c.fs = flag.NewFlagSet("dfstream "+name, flag.ContinueOnError)
+	c.fs.SetOutput(io.Discard) // errors are reported once, by main
+	c.fs.Usage = func() {}
+	return c
+}
+
+// bindEnv registers env as the fallback of flag name.
+func (c *command) bindEnv(name, env string) { c.env = append(c.env, envBinding{name, env}) }
+
+func (c *command) printHelp() {
+	w := c.stdout
+	fmt.Fprintf(w, "Usage: dfstream %s %s\n\n%s\n\nFlags (-flag and --flag are the same):\n", c.name, c.synopsis, c.summary)
+	c.fs.SetOutput(w)
+	c.fs.PrintDefaults()
+	c.fs.SetOutput(io.Discard)
+	if len(c.env) > 0 {
+		fmt.Fprintln(w, "\nEnvironment (a flag given on the command line wins):")
+		for _, b := range c.env {
+			fmt.Fprintf(w, "  %-34s --%s\n", b.env, b.flag)
+		}
+	}
+	fmt.Fprintf(w, "\nExample:\n%s\n\n%s", c.example, exitCodesHelp)
+}
+
+// parse parses args, allowing flags between positional arguments. Everything
+// after the first "--" is returned as rest, with dashdash true. Environment
+// variables fill in the bound flags not given. A help flag returns errHelp.
+func (c *command) parse(args []string) (pos, rest []string, dashdash bool, err error) {
+	for i, a := range args {
+		if a == "--" {
+			args, rest, dashdash = args[:i], args[i+1:], true
+			break
+		}
+	}
+	for {
+		if err := c.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				c.printHelp()
+				return nil, nil, false, errHelp
+			}
+			return nil, nil, false, usagef("%s: %v (see dfstream %s --help)", c.name, err, c.name)
+		}
+		args = c.fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	set := map[string]bool{}
+	c.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	given := maps.Clone(set)
+	for _, g := range c.groups {
+		if slices.ContainsFunc(g, func(n string) bool { return given[n] }) {
+			for _, n := range g {
+				set[n] = true
+			}
+		}
+	}
+	for _, b := range c.env {
+		v, ok := os.LookupEnv(b.env)
+		if !ok || v == "" || set[b.flag] {
+			continue
+		}
+		if err := c.fs.Set(b.flag, v); err != nil {
+			return nil, nil, false, usagef("%s: invalid %s: %v", c.name, b.env, err)
+		}
+	}
+	return pos, rest, dashdash, nil
+}
+
+// errHelp reports that --help was given and the help printed.
+var errHelp = errors.New("help requested")
+
+// authFlags are the auth token flags, shared by the client commands and serve.
+type authFlags struct {
+	token, tokenFile string
+}
+
+func (c *command) addAuthFlags() *authFlags {
+	a := &authFlags{}
+	c.fs.StringVar(&a.token, "auth-token", "", "auth token (prefer --auth-token-file or the environment: arguments are visible to other users)")
+	c.fs.StringVar(&a.tokenFile, "auth-token-file", "", "read the auth token from this file (trailing white space is dropped)")
+	c.bindEnv("auth-token", "DFSTREAM_AUTH_TOKEN")
+	c.bindEnv("auth-token-file", "DFSTREAM_AUTH_TOKEN_FILE")
+	c.groups = append(c.groups, []string{"auth-token", "auth-token-file"})
+	return a
+}
+
+// resolve returns the token: --auth-token, else the file's content.
+func (a *authFlags) resolve() (string, error) {
+	if a.token != "" && a.tokenFile != "" {
+		return "", usagef("give --auth-token or --auth-token-file, not both")
+	}
+	if a.token != "" {
+		return a.token, nil
+	}
+	if a.tokenFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(a.tokenFile)
+	if err != nil {
+		return "", usagef("auth token file: %v", err)
+	}
+	tok := strings.TrimRight(string(b), " \t\r\n")
+	if tok == "" {
+		return "", usagef("auth token file %s is empty", a.tokenFile)
+	}
+	return tok, nil
+}
+
+// commonFlags are the flags of every client command.
+type commonFlags struct {
+	servers        string
+	tlsCA          string
+	tlsCert        string
+	tlsKey         string
+	insecure       bool
+	auth           *authFlags
+	connectTimeout time.Duration
+	verbose        bool
+	stderr         io.Writer
+}
+
+// addCommonFlags registers the server, TLS, auth, timeout and logging flags
+// on c, with their environment variables.
+func (c *command) addCommonFlags(stderr io.Writer) *commonFlags {
+	f := &commonFlags{stderr: stderr}
+	fs := c.fs
+	fs.StringVar(&f.servers, "servers", dfstream.DefaultServer, "comma-separated `host:port` list of servers")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "PEM `file` of CA certificates to verify the servers with (turns TLS on)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM client certificate `file` (with --tls-key; turns TLS on)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM client key `file`")
+	fs.BoolVar(&f.insecure, "tls-insecure-skip-verify", false, "TLS without verifying the server's certificate (testing only)")
+	f.auth = c.addAuthFlags()
+	fs.DurationVar(&f.connectTimeout, "connect-timeout", dfstream.DefaultConnectTimeout, "bound on dialing, TLS handshake and auth")
+	fs.BoolVar(&f.verbose, "v", false, "debug logs on stderr")
+	c.bindEnv("servers", "DFSTREAM_SERVERS")
+	c.bindEnv("tls-ca", "DFSTREAM_TLS_CA")
+	c.bindEnv("tls-cert", "DFSTREAM_TLS_CERT")
+	c.bindEnv("tls-key", "DFSTREAM_TLS_KEY")
+	c.bindEnv("tls-insecure-skip-verify", "DFSTREAM_TLS_INSECURE_SKIP_VERIFY")
+	c.bindEnv("connect-timeout", "DFSTREAM_CONNECT_TIMEOUT")
+	return f
+}
+
+func (f *commonFlags) logger() zerolog.Logger {
+	return newLogger(f.verbose, f.stderr)
+}
+
+func newLogger(verbose bool, w io.Writer) zerolog.Logger {
+	if !verbose {
+		return zerolog.Nop()
+	}
+	return zerolog.New(zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: true}).
+		Level(zerolog.DebugLevel).With().Timestamp().Logger()
+}
+
+// options builds the Client options from the flags.
+func (f *commonFlags) options() ([]dfstream.Option, error) {
+	var addrs []string
+	for _, a := range strings.Split(f.servers, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, usagef("--servers is empty")
+	}
+	if f.connectTimeout <= 0 {
+		return nil, usagef("--connect-timeout must be positive")
+	}
+	opts := []dfstream.Option{
+		dfstream.WithServers(addrs...),
+		dfstream.WithConnectTimeout(f.connectTimeout),
+		dfstream.WithLogger(f.logger()),
+	}
+	tok, err := f.auth.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		opts = append(opts, dfstream.WithAuthToken(tok))
+	}
+	cfg, err := clientTLS(f.tlsCA, f.tlsCert, f.tlsKey, f.insecure)
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		opts = append(opts, dfstream.WithTLS(cfg))
+	}
+	return opts, nil
+}
+
+func clientTLS(ca, cert, key string, insecure bool) (*tls.Config, error) {
+	if ca == "" && cert == "" && key == "" && !insecure {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // opt-in flag
+	if ca != "" {
+		pool, err := loadCAs(ca)
+		if err != nil {
+			return nil, err
+		}
+		cfg.RootCAs = pool
+	}
+	if (cert == "") != (key == "") {
+		return nil, usagef("--tls-cert and --tls-key go together")
+	}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, usagef("TLS certificate: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, usagef("TLS CA: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, usagef("TLS CA: no PEM certificate in %s", file)
+	}
+	return pool, nil
+}
+
+// newClient builds a Client from the common flags.
+func (f *commonFlags) newClient() (*dfstream.Client, error) {
+	opts, err := f.options()
+	if err != nil {
+		return nil, err
+	}
+	c, err := dfstream.New(opts...)
+	if err != nil {
+		return nil, exitWith(exitUsage, err)
+	}
+	return c, nil
+}
+
+// closeWithin calls close but gives up waiting after d (a frozen server must
+// not keep the process alive).
+func closeWithin(d time.Duration, fn func() error) {
+	done := make(chan struct{})
+	go func() {
+		_ = fn()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// checkKey rejects what cannot be a key before anything is sent.
+func checkKey(what, key string) error {
+	if key == "" {
+		return usagef("%s is empty", what)
+	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r == 0 || unicode.IsSpace(r) }) {
+		return usagef("%s %q contains white space", what, key)
+	}
+	return nil
+}

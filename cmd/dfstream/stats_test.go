@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfstream/dfstream"
+	"github.com/dfstream/dfstream/dflockdtest"
+)
+
+func TestStatsShowsHolderAndWaiters(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	c, err := dfstream.New(dfstream.WithServers(srv.Addr()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := ctxTimeout(t, 20*time.Second)
+	held, err := c.AcquireLock(ctx, "reports/nightly", dfstream.WithLease(30*time.Second))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = held.Close() })
+	for range 2 {
+		w, err := c.Lock(ctx, "reports/nightly", dfstream.WithAcquireTimeout(time.Minute))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = w.Close() })
+		acquired, err := w.Enqueued(ctx)
+		require.NoError(t, err)
+		require.False(t, acquired)
+	}
+	sem, err := c.AcquireSemaphore(ctx, "pool", 3)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sem.Close() })
+	sig, err := c.Signals(context.Background())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sig.Close() })
+	require.NoError(t, sig.ListenGroup(ctx, "jobs.>", "workers"))
+
+	stdout, stderr, code := dfs(t, nil, "stats", "--servers", srv.Addr())
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, regexp.MustCompile(`(?m)^reports/nightly\s+conn \d+\s+\d+(\.\d)?s\s+\d+\s+2$`), stdout)
+	require.Regexp(t, regexp.MustCompile(`(?m)^pool\s+1/3\s+0$`), stdout)
+	require.Regexp(t, regexp.MustCompile(`(?m)^jobs\.>\s+workers\s+1$`), stdout)
+	require.Regexp(t, regexp.MustCompile(`(?m)^CONNECTIONS\s+\d+$`), stdout)
+	require.NotContains(t, stdout, dfstream.ProbeChannelPrefix)
+	// Aligned: the header's columns start where the row's do.
+	var header, row string
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(l, "LOCK ") {
+			header = l
+		}
+		if strings.HasPrefix(l, "reports/nightly") {
+			row = l
+		}
+	}
+	require.Equal(t, strings.Index(header, "HOLDER"), strings.Index(row, "conn"))
+
+	stdout, stderr, code = dfs(t, nil, "stats", "--json", "--servers", srv.Addr())
+	require.Equal(t, 0, code, stderr)
+	var st dfstream.Stats
+	require.NoError(t, json.Unmarshal([]byte(stdout), &st))
+	require.Len(t, st.Locks, 1)
+	require.Equal(t, "reports/nightly", st.Locks[0].Key)
+	require.Equal(t, 2, st.Locks[0].Waiters)
+	require.NotZero(t, st.Locks[0].OwnerConnID)
+	require.Len(t, st.Semaphores, 1)
+	require.Equal(t, 1, st.Semaphores[0].Holders)
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/dfstream/dfstream"
+)
+
+func runWatch(args []string, e *env) error {
+	c := newCommand("watch", "PATTERN [--group G] [--json] [flags]",
+		"Print the signals whose channel matches PATTERN as they arrive, one per line:\n"+
+			"\"CHANNEL PAYLOAD\", or with --json {\"channel\",\"payload\",\"time\"} objects.\n"+
+			"PATTERN tokens are separated by '.'; '*' matches one token, a final '>' one\n"+
+			"or more. Lost connections are re-established by themselves (signals sent\n"+
+			"meanwhile are missed), and said so on stderr. Runs until SIGINT or SIGTERM.",
+		"  dfstream watch 'orders.*.created' --json\n  dfstream watch 'jobs.>' --group workers",
+		e.stdout)
+	common := c.addCommonFlags(e.stderr)
+	group := c.fs.String("group", "", "join the queue group `G`: each signal goes to one member of the group")
+	asJSON := c.fs.Bool("json", false, "print JSON lines {\"channel\",\"payload\",\"time\"}")
+	pos, rest, dashdash, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	pos = append(pos, rest...)
+	_ = dashdash
+	if len(pos) != 1 {
+		return usagef("watch: one PATTERN expected, got %d arguments (see dfstream watch --help)", len(pos))
+	}
+	pattern := pos[0]
+	if err := checkKey("PATTERN", pattern); err != nil {
+		return err
+	}
+	if *group != "" {
+		if err := checkKey("--group", *group); err != nil {
+			return err
+		}
+	}
+	client, err := common.newClient()
+	if err != nil {
+		return err
+	}
+	defer closeWithin(3*time.Second, client.Close)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ss, err := client.Signals(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return classify(fmt.Errorf("watch: %w", err))
+	}
+	defer closeWithin(3*time.Second, ss.Close)
+	if *group != "" {
+		err = ss.ListenGroup(ctx, pattern, *group)
+	} else {
+		err = ss.Listen(ctx, pattern)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return classify(fmt.Errorf("watch: %w", err))
+	}
+	if *group != "" {
+		fmt.Fprintf(e.stderr, "dfstream: watching %s (group %s) on %s\n", pattern, *group, ss.Server())
+	} else {
+		fmt.Fprintf(e.stderr, "dfstream: watching %s on %s\n", pattern, ss.Server())
+	}
+
+	enc := json.NewEncoder(e.stdout)
+	enc.SetEscapeHTML(false)
+	for ev := range ss.Events() {
+		switch ev := ev.(type) {
+		case dfstream.Signal:
+			if *asJSON {
+				err = enc.Encode(struct {
+					Channel string `json:"channel"`
+					Payload string `json:"payload"`
+					Time    string `json:"time"`
+				}{ev.Channel, ev.Payload, ev.At.UTC().Format(time.RFC3339Nano)})
+			} else {
+				_, err = fmt.Fprintf(e.stdout, "%s %s\n", ev.Channel, ev.Payload)
+			}
+			if err != nil { // stdout gone (a closed pipe): nothing left to do
+				return exitWith(exitFailure, fmt.Errorf("watch: %w", err))
+			}
+		case dfstream.Disconnected:
+			fmt.Fprintf(e.stderr, "dfstream: watch: connection to %s lost (%s); reconnecting\n", ev.Server, oneLine(fmt.Sprint(ev.Reason)))
+		case dfstream.Reconnected:
+			fmt.Fprintf(e.stderr, "dfstream: watch: reconnected to %s after %v; signals sent meanwhile were missed\n", ev.Server, ev.Down.Round(time.Millisecond))
+		case dfstream.Overflow:
+			fmt.Fprintf(e.stderr, "dfstream: watch: %d signals dropped (output too slow)\n", ev.Dropped)
+		case dfstream.Failed:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return classify(fmt.Errorf("watch: %w", ev.Err))
+		case dfstream.Closed:
+			if ev.Err != nil && !errors.Is(ev.Err, context.Canceled) {
+				return classify(fmt.Errorf("watch: %w", ev.Err))
+			}
+			return nil
+		}
+	}
+	if err := ss.Err(); err != nil && ctx.Err() == nil {
+		return classify(fmt.Errorf("watch: %w", err))
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfstream/dfstream/dflockdtest"
+)
+
+func TestWatchPrintsEmitted(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+
+	plain := start(t, nil, "", "watch", "orders.>", "--servers", srv.Addr())
+	jsonl := start(t, nil, "", "watch", "orders.*", "--json", "--servers", srv.Addr())
+	plain.waitOutput(t, plain.stderr, "watching orders.>")
+	jsonl.waitOutput(t, jsonl.stderr, "watching orders.*")
+
+	stdout, stderr, code := dfs(t, nil, "emit", "orders.eu", "hello world", "--servers", srv.Addr())
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, "2\n", stdout)
+	// Several payloads from stdin, one count per non-empty line.
+	p := start(t, nil, "second\n\nthird\n", "emit", "orders.us", "--servers", srv.Addr())
+	require.Equal(t, 0, p.wait(t, 10*time.Second), "stderr: %s", p.stderr)
+	require.Equal(t, "2\n2\n", p.stdout.String())
+	// Not matched by orders.*, matched by orders.>.
+	_, _, code = dfs(t, nil, "emit", "orders.eu.late", "x", "--servers", srv.Addr())
+	require.Equal(t, 0, code)
+
+	plain.waitOutput(t, plain.stdout, "orders.eu.late x\n")
+	require.Equal(t, "orders.eu hello world\norders.us second\norders.us third\norders.eu.late x\n", plain.stdout.String())
+
+	jsonl.waitOutput(t, jsonl.stdout, "third")
+	lines := strings.Split(strings.TrimSpace(jsonl.stdout.String()), "\n")
+	require.Len(t, lines, 3)
+	want := [][2]string{{"orders.eu", "hello world"}, {"orders.us", "second"}, {"orders.us", "third"}}
+	for i, l := range lines {
+		var got struct {
+			Channel string `json:"channel"`
+			Payload string `json:"payload"`
+			Time    string `json:"time"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(l), &got), l)
+		require.Equal(t, want[i][0], got.Channel)
+		require.Equal(t, want[i][1], got.Payload)
+		at, err := time.Parse(time.RFC3339Nano, got.Time)
+		require.NoError(t, err)
+		require.WithinDuration(t, time.Now(), at, time.Minute)
+	}
+
+	// SIGINT ends watch cleanly.
+	require.NoError(t, plain.cmd.Process.Signal(syscall.SIGINT))
+	require.Equal(t, 0, plain.wait(t, 10*time.Second), "stderr: %s", plain.stderr)
+}
+
+func TestWatchReconnects(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	w := start(t, nil, "", "watch", "a.b", "--servers", srv.Addr())
+	w.waitOutput(t, w.stderr, "watching")
+	srv.DropConnections()
+	w.waitOutput(t, w.stderr, "reconnected")
+	require.Contains(t, w.stderr.String(), "lost")
+	// Emit until the new subscription is in place.
+	require.Eventually(t, func() bool {
+		_, _, _ = dfs(t, nil, "emit", "a.b", "again", "--servers", srv.Addr())
+		return strings.Contains(w.stdout.String(), "a.b again")
+	}, 10*time.Second, 100*time.Millisecond)
+}
+
+func TestWatchQueueGroup(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	w1 := start(t, nil, "", "watch", "jobs.>", "--group", "workers", "--servers", srv.Addr())
+	w2 := start(t, nil, "", "watch", "jobs.>", "--group", "workers", "--servers", srv.Addr())
+	w1.waitOutput(t, w1.stderr, "group workers")
+	w2.waitOutput(t, w2.stderr, "group workers")
+	p := start(t, nil, "1\n2\n3\n4\n", "emit", "jobs.x", "--servers", srv.Addr())
+	require.Equal(t, 0, p.wait(t, 10*time.Second))
+	require.Equal(t, "1\n1\n1\n1\n", p.stdout.String())
+	require.Eventually(t, func() bool {
+		return strings.Count(w1.stdout.String(), "\n")+strings.Count(w2.stdout.String(), "\n") == 4
+	}, 10*time.Second, 10*time.Millisecond)
+}
