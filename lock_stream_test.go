@@ -123,6 +123,7 @@ func TestLockIsLostBeforeTheSafeDeadlineWhenTheServerFreezes(t *testing.T) {
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
 	srv.Freeze()
+	frozen := time.Now()
 
 	var lost dfstream.Lost
 	for {
@@ -138,6 +139,9 @@ func TestLockIsLostBeforeTheSafeDeadlineWhenTheServerFreezes(t *testing.T) {
 	assert.ErrorIs(t, lost.Reason, dfstream.ErrDeadlinePassed)
 	assert.True(t, lost.Final)
 	assert.False(t, lost.At.After(acq.Deadline), "Lost at %v, safe deadline %v", lost.At, acq.Deadline)
+	t.Logf("lease %v: Lost %v after the freeze, %v before the safe deadline, %v before the lease could end on the server",
+		lease, lost.At.Sub(frozen).Round(time.Millisecond), acq.Deadline.Sub(lost.At).Round(time.Millisecond),
+		acq.Deadline.Add(lease/10).Sub(lost.At).Round(time.Millisecond))
 
 	// The earliest another client can be granted: after the thaw, on a fresh
 	// connection, once the server has expired the lease.
