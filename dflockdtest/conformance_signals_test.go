@@ -401,7 +401,9 @@ func TestPingAnsweredErrorStillKeepsListenerAlive(t *testing.T) {
 // being discarded.
 func TestListenerThatStopsReadingDuringFloodBecomesBlackHole(t *testing.T) {
 	t.Parallel()
-	e := target(t, dflockdtest.Config{WriteTimeout: 200 * time.Millisecond})
+	// A long read timeout: a loaded machine can stretch the flood and the
+	// drain past the default, which would close the listener mid-test.
+	e := target(t, dflockdtest.Config{WriteTimeout: 200 * time.Millisecond, ReadTimeout: 5 * time.Minute})
 	ch := key(t) + ".a"
 	l := e.dialSmallRcvBuf(t, 4096)
 	s := e.dial(t)
@@ -435,7 +437,8 @@ func TestListenerThatStopsReadingDuringFloodBecomesBlackHole(t *testing.T) {
 
 	// Drain everything that reached the listener: the marker is not there.
 	got := 0
-	for {
+	drainBy := time.Now().Add(60 * time.Second)
+	for time.Now().Before(drainBy) {
 		line, err := l.readLine(time.Second)
 		if err != nil {
 			break
