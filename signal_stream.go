@@ -363,7 +363,11 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 // Reconnected, Overflow, and one terminal event (Closed or Failed), after
 // which the channel is closed. The stream never waits for the consumer:
 // signals beyond the buffer follow the overflow policy; connection events
-// are coalesced when the consumer is behind (see Reconnected).
+// are coalesced when the consumer is behind (see Reconnected). When the
+// stream ends, what it still buffers is delivered if the channel has room
+// and discarded otherwise (SignalStats.Discarded); if the consumer left the
+// channel full, its oldest unread event is discarded to make room for the
+// terminal event, which is never dropped.
 func (s *SignalStream) Events() <-chan Event { return s.events }
 
 // Done is closed when the stream has ended and its goroutines have exited.
@@ -407,10 +411,12 @@ func (s *SignalStream) Subscriptions() []Subscription {
 // Listen subscribes to pattern without a queue group: every signal whose
 // channel matches is delivered to this stream (once per signal, however
 // many of the stream's plain patterns match). It returns once the server has
-// confirmed, or with ctx's error; in that case the subscription stays
-// registered and takes effect when the server confirms it (Unlisten drops
-// it). An invalid pattern is an error matching ErrInvalidInput, and nothing
-// is sent.
+// confirmed; while the stream is reconnecting, that is after it has
+// reconnected. If ctx ends first, Listen returns ctx's error, and the
+// subscription may still take effect (see Subscriptions; Unlisten drops it).
+// A subscription the server refuses is forgotten, and the error matches
+// ErrServer. An invalid pattern is an error matching ErrInvalidInput, and
+// nothing is sent.
 func (s *SignalStream) Listen(ctx context.Context, pattern string) error {
 	return s.ListenGroup(ctx, pattern, "")
 }

@@ -1,14 +1,17 @@
 package dfstream_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -495,7 +498,6 @@ func TestSignalSlowConsumerOverflowPolicies(t *testing.T) {
 			t.Parallel()
 			const readTimeout = 500 * time.Millisecond
 			addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout})
-			needServer(t, srv, "short read timeout")
 			c := newClient(t, []string{addr})
 			p := chanPrefix(t)
 			s := signals(t, c, dfstream.WithHeartbeat(100*time.Millisecond),
@@ -506,7 +508,11 @@ func TestSignalSlowConsumerOverflowPolicies(t *testing.T) {
 			// command replies, past several server read timeouts.
 			copies := floodPaced(t, c, p+".flood", 0, n, func() uint64 { return s.Stats().Received })
 			require.Equal(t, n, copies)
-			time.Sleep(3 * readTimeout)
+			if srv != nil {
+				time.Sleep(3 * readTimeout)
+			} else {
+				t.Log("external server: its read timeout is unknown; survival past it not checked")
+			}
 			ctx := ctxT(t, 5*time.Second)
 			require.NoError(t, s.Listen(ctx, p+".other"), "commands are answered behind a stuck consumer")
 			got, err := s.Emit(ctx, p+".nobody", "x")
@@ -823,5 +829,143 @@ func TestSignalInvalidOptionsAreTypedErrors(t *testing.T) {
 	} {
 		_, err := c.Signals(context.Background(), o)
 		assert.ErrorIs(t, err, dfstream.ErrInvalidInput, name)
+	}
+}
+
+func TestSignalProbesOfOtherStreamsAreNotDelivered(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "a server of its own: '>' sees every signal")
+	c := newClient(t, []string{addr})
+	ctx := ctxT(t, 5*time.Second)
+	wide := signals(t, c)
+	require.NoError(t, wide.Listen(ctx, ">"))
+	busy := signals(t, c, dfstream.WithHeartbeat(20*time.Millisecond))
+	require.NoError(t, busy.Listen(ctx, "x"))
+
+	// Heartbeat probes of busy reach wide's connection (the server counts
+	// it), but never show as signals.
+	time.Sleep(300 * time.Millisecond)
+	n, err := c.Emit(ctx, "x", "real")
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	sig := nextSignal(t, wide, 5*time.Second)
+	assert.Equal(t, "real", sig.Payload, "only the real signal is delivered")
+	assert.Equal(t, uint64(1), wide.Stats().Received)
+	assert.Equal(t, "real", nextSignal(t, busy, 5*time.Second).Payload)
+}
+
+// scriptedServer answers each request of its n-th connection (from 0) with
+// reply(n, cmd, key); a reply of "" closes the connection instead.
+func scriptedServer(t *testing.T, reply func(conn int, cmd, key string) string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var mu sync.Mutex
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				rd := bufio.NewReader(nc)
+				for {
+					var lines [3]string
+					for i := range lines {
+						l, err := rd.ReadString('\n')
+						if err != nil {
+							return
+						}
+						lines[i] = strings.TrimSuffix(l, "\n")
+					}
+					out := reply(n, lines[0], lines[1])
+					if out == "" {
+						return
+					}
+					if _, err := nc.Write([]byte(out + "\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, nc := range conns {
+			_ = nc.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func TestSignalStreamEndsWhenReconnectingCannotSucceed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		token string
+		reply func(conn int, cmd, key string) string
+		want  error
+	}{{
+		name: "subscription rejected",
+		reply: func(conn int, cmd, key string) string {
+			switch {
+			case conn == 0 && cmd == "listen" && key == "a":
+				return "" // accepted, then the connection is lost
+			case conn > 0 && cmd == "listen" && key == "a":
+				return "error" // now the server refuses it
+			}
+			return "ok"
+		},
+		want: dfstream.ErrServer,
+	}, {
+		name:  "auth refused",
+		token: "secret",
+		reply: func(conn int, cmd, key string) string {
+			switch {
+			case conn > 0 && cmd == "auth":
+				return "error_auth"
+			case conn == 0 && cmd == "listen" && key == "a":
+				return ""
+			}
+			return "ok"
+		},
+		want: dfstream.ErrAuth,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			addr := scriptedServer(t, tc.reply)
+			opts := []dfstream.Option{dfstream.WithServers(addr)}
+			if tc.token != "" {
+				opts = append(opts, dfstream.WithAuthToken(tc.token))
+			}
+			c, err := dfstream.New(opts...)
+			require.NoError(t, err)
+			defer c.Close()
+			s, err := c.Signals(context.Background(), dfstream.WithHeartbeat(0), dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond))
+			require.NoError(t, err)
+			listened := make(chan error, 1)
+			go func() { listened <- s.Listen(ctxT(t, 10*time.Second), "a") }()
+
+			nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+			f := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
+			assert.ErrorIs(t, f.Err, tc.want)
+			requireClosed(t, s.Events())
+			assert.ErrorIs(t, s.Err(), tc.want)
+			assert.Error(t, <-listened, "the Listen that never took effect fails")
+		})
 	}
 }
