@@ -92,11 +92,15 @@ func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limi
 	}
 	s := &holdStream{
 		c: c, key: key, kind: kind, limit: limit, cfg: cfg, srv: srv,
-		log:        c.cfg.logger.With().Str("key", key).Str("kind", kind.String()).Logger(),
+		log:        c.cfg.logger,
 		enqueueReq: req,
 		ctl:        make(chan chan error),
 		done:       make(chan struct{}),
 		changed:    make(chan struct{}),
+	}
+	if s.log.GetLevel() != zerolog.Disabled {
+		// Only a logger that logs pays for the per-stream context.
+		s.log = s.log.With().Str("key", key).Str("kind", kind.String()).Logger()
 	}
 	box := newOutbox(cfg.eventBuffer)
 	s.events = box.ch
@@ -501,9 +505,7 @@ func (a *holdActor) release() error {
 	if err != nil {
 		return a.lose(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
-	defer cancel()
-	line, err := a.conn.Do(ctx, req)
+	line, err := a.await(req, s.c.cfg.connectTimeout)
 	if err == nil {
 		err = wire.ParseOK(req.Cmd, line)
 	}
@@ -519,6 +521,23 @@ func (a *holdActor) release() error {
 	a.conn = nil
 	s.setState(StateEnded, nil)
 	return nil
+}
+
+// await sends req and waits at most timeout for its reply. It serves the
+// release, where nothing else may happen meanwhile: the stream is ending.
+func (a *holdActor) await(req wire.Request, timeout time.Duration) (string, error) {
+	call, err := a.conn.Go(req)
+	if err != nil {
+		return "", err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-call.Done():
+		return call.Result()
+	case <-t.C:
+		return "", fmt.Errorf("%s: no reply within %v: %w", req.Cmd, timeout, ErrTimeout)
+	}
 }
 
 // lose forgets the grant and closes the connection, so that the server
