@@ -68,7 +68,7 @@ func ExampleRouter() {
 		got = append(got, <-lines)
 	}
 	cancel()
-	_ = <-ran // Run returns once the handlers in flight are done
+	<-ran // Run returns once the handlers in flight are done
 	slices.Sort(got)
 	fmt.Println(strings.Join(got, "\n"))
 	fmt.Printf("%+v\n", r.Stats())

@@ -633,6 +633,7 @@ type HandlerPanic struct {
 	Stack []byte
 }
 
+// Error implements error.
 func (p *HandlerPanic) Error() string { return fmt.Sprintf("dfstream: handler panicked: %v", p.Value) }
 
 // Is reports whether target is ErrHandlerPanic.

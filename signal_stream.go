@@ -62,6 +62,7 @@ const (
 	FailStream
 )
 
+// String returns "drop-newest", "drop-oldest" or "fail".
 func (p OverflowPolicy) String() string {
 	switch p {
 	case DropNewest:
@@ -210,6 +211,7 @@ type Subscription struct {
 	Group   string
 }
 
+// String returns the pattern, followed by the group if there is one.
 func (s Subscription) String() string {
 	if s.Group == "" {
 		return s.Pattern

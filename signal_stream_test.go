@@ -63,28 +63,6 @@ func noEvent(t *testing.T, events <-chan dfstream.Event, d time.Duration) {
 	}
 }
 
-// skipTo reads events until one of type E, which it returns; connection
-// events before it are returned too.
-func skipTo[E dfstream.Event](t *testing.T, events <-chan dfstream.Event, timeout time.Duration) (E, []dfstream.Event) {
-	t.Helper()
-	deadline := time.After(timeout)
-	var skipped []dfstream.Event
-	for {
-		select {
-		case ev, ok := <-events:
-			require.True(t, ok, "event channel closed; skipped %v", skipped)
-			if e, ok := ev.(E); ok {
-				return e, skipped
-			}
-			skipped = append(skipped, ev)
-		case <-deadline:
-			var zero E
-			require.FailNow(t, "event not seen", "want %T within %v; skipped %v", zero, timeout, skipped)
-			return zero, nil
-		}
-	}
-}
-
 func TestSignalListenEmitDeliversChannelPayloadAndSubscription(t *testing.T) {
 	t.Parallel()
 	addr, _ := testServer(t, dflockdtest.Config{})
@@ -458,12 +436,6 @@ func floodPaced(t *testing.T, c *dfstream.Client, channel string, from, n int, r
 	return copies
 }
 
-func waitReceived(t *testing.T, s *dfstream.SignalStream, n uint64) {
-	t.Helper()
-	require.Eventually(t, func() bool { return s.Stats().Received >= n }, 20*time.Second, 5*time.Millisecond,
-		"received %d of %d", s.Stats().Received, n)
-}
-
 // drain reads the events until the channel is empty for a moment.
 func drain(t *testing.T, s *dfstream.SignalStream) (payloads []int, overflow []dfstream.Overflow, other []dfstream.Event) {
 	t.Helper()
@@ -644,19 +616,22 @@ func TestSignalCommandsAreAnsweredWhileSignalsArrive(t *testing.T) {
 			i += int64(n)
 		}
 	}()
+	var self int64
 	for i := range 50 {
 		ch := fmt.Sprintf("%s.cmd.%d", p, i)
 		require.NoError(t, s.Listen(ctx, ch))
 		n, err := s.Emit(ctx, ch, "self")
 		require.NoError(t, err)
-		assert.Equal(t, 1, n)
+		assert.LessOrEqual(t, n, 1)
+		self += int64(n) // 0 when the flood filled the server's push queue
 		require.NoError(t, s.Unlisten(ctx, ch))
 	}
 	close(stop)
 	sent := <-flooded
 	require.NotZero(t, sent)
-	assert.Eventually(t, func() bool { return selfSeen.Load() == 50 && busy.Load() == sent }, 10*time.Second, 5*time.Millisecond,
-		"self %d of 50, busy %d of %d, stats %+v", selfSeen.Load(), busy.Load(), sent, s.Stats())
+	require.NotZero(t, self)
+	assert.Eventually(t, func() bool { return selfSeen.Load() == self && busy.Load() == sent }, 10*time.Second, 5*time.Millisecond,
+		"self %d of %d, busy %d of %d, stats %+v", selfSeen.Load(), self, busy.Load(), sent, s.Stats())
 	assert.Zero(t, s.Stats().Dropped, "no signal lost under the buffer's limit")
 	require.NoError(t, s.Close())
 	<-consumed
