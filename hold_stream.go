@@ -369,13 +369,43 @@ func (a *holdActor) acquire(ctx context.Context) error {
 	if a.lease == 0 {
 		a.lease = g.Lease // keep the server default we were given
 	}
+	if !acquired {
+		// The server restarted the lease when it answered the wait, at an
+		// unknown instant after the wait was sent, possibly long after. A
+		// renewal puts the safe deadline on a known send time again.
+		if sent, g.Lease, err = a.confirm(ctx); err != nil {
+			return err
+		}
+	}
 	a.granted = g.Lease
 	a.setDeadline(sent, g.Lease)
-	ev := Acquired{Key: s.key, Token: g.Token, Lease: g.Lease, Fence: g.Fence, Deadline: a.deadline, At: time.Now()}
+	ev := Acquired{Key: s.key, Token: g.Token, Lease: g.Lease, Fence: a.fence, Deadline: a.deadline, At: time.Now()}
 	s.setState(StateHeld, &ev)
 	a.out.emit(ev)
 	s.log.Debug().Uint64("fence", g.Fence).Dur("lease", g.Lease).Msg("acquired")
 	return nil
+}
+
+// confirm renews a grant that came from a wait and returns when the renewal
+// was sent and the lease it applied.
+func (a *holdActor) confirm(ctx context.Context) (sent time.Time, lease time.Duration, err error) {
+	req, err := wire.Renew(a.s.kind, a.s.key, a.token, a.lease)
+	if err != nil {
+		return sent, 0, err
+	}
+	sent = time.Now()
+	line, err := a.call(ctx, req)
+	if err != nil {
+		return sent, 0, err
+	}
+	lease, fence, err := wire.ParseRenew(req.Cmd, line)
+	if err != nil {
+		return sent, 0, fmt.Errorf("grant gone before it was confirmed: %w", err)
+	}
+	if fence != 0 {
+		a.fence = fence
+	}
+	return sent, lease, nil
 }
 
 // call sends req and waits for its reply, delivering events and answering

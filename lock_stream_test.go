@@ -620,3 +620,25 @@ func rawRelease(t *testing.T, addr, key, token string) {
 	require.NoError(t, err)
 	require.Equal(t, "ok\n", string(buf[:n]))
 }
+
+func TestLockGrantedAfterAWaitLongerThanItsLeaseHoldsAFullLease(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	key := testKey(t, "k")
+	const lease = 2 * time.Second
+
+	holder, err := c.AcquireLock(context.Background(), key, dfstream.WithLease(lease))
+	require.NoError(t, err)
+	waiter, err := c.Lock(context.Background(), key, dfstream.WithLease(lease))
+	require.NoError(t, err)
+	nextOf[dfstream.Queued](t, waiter.Events(), time.Second)
+	time.Sleep(lease + 500*time.Millisecond) // queued for longer than a lease
+	require.NoError(t, holder.Release(context.Background()))
+
+	acq := nextOf[dfstream.Acquired](t, waiter.Events(), 5*time.Second)
+	assert.Greater(t, time.Until(acq.Deadline), lease/2, "the safe deadline counts from the grant, not from the wait")
+	time.Sleep(lease)
+	assert.Equal(t, dfstream.StateHeld, waiter.State(), "still held a lease later")
+	require.NoError(t, waiter.Release(context.Background()))
+}
