@@ -6,7 +6,7 @@ import (
 )
 
 // jitterBackoff returns the wait before retry number attempt (from 1):
-// exponential from min, capped at max, with "full jitter" (uniform in
+// exponential from min, capped at max, with "equal jitter" (uniform in
 // [d/2, d]) so that many clients that lost the same server do not all come
 // back at the same instant.
 func jitterBackoff(min, max time.Duration, attempt int) time.Duration {

@@ -30,6 +30,9 @@ var (
 	ErrClosed = errors.New("dfstream: closed")
 	// ErrConnLost reports that the connection to the server went away.
 	ErrConnLost = errors.New("dfstream: connection lost")
+	// ErrUnreachable reports that no connection to the server could be
+	// made (refused, timed out, TLS handshake failed).
+	ErrUnreachable = errors.New("dfstream: server unreachable")
 	// ErrRenewRefused reports that the server refused a renewal: the token
 	// is no longer valid there.
 	ErrRenewRefused = errors.New("dfstream: renewal refused")

@@ -47,8 +47,9 @@ type Renewed struct {
 }
 
 // Lost reports that the lock or slot was held and no longer is, without the
-// user asking. Reason is matchable with errors.Is: ErrConnLost,
-// ErrRenewRefused, ErrDeadlinePassed or ErrLeaseExpired.
+// user asking (or found gone when the user released it). Reason is
+// matchable with errors.Is: ErrConnLost, ErrRenewRefused, ErrDeadlinePassed
+// or ErrLeaseExpired, or ErrProtocol for a reply that could not be parsed.
 type Lost struct {
 	Key    string
 	Reason error
@@ -65,11 +66,11 @@ type Released struct {
 	At  time.Time
 }
 
-// Failed ends a stream that ended without the user asking and without
-// having lost a held lock: acquire timeout, authentication refused,
-// unreachable server, a server limit, or its context ending while it
-// waited. Err is matchable with errors.Is (ErrTimeout, ErrAuth, ErrMaxLocks,
-// context.Canceled, …).
+// Failed ends a stream that ended while it did not hold the key: acquire
+// timeout, authentication refused, unreachable server, a server limit, or
+// Close or its context ending while it waited. Err is matchable with
+// errors.Is (ErrTimeout, ErrAuth, ErrUnreachable, ErrConnLost, ErrMaxLocks,
+// ErrClosed after Close, context.Canceled, …).
 type Failed struct {
 	Key string
 	Err error

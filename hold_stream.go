@@ -61,7 +61,8 @@ type holdStream struct {
 
 	mu       sync.Mutex
 	state    State
-	acquired bool // enqueue answered (queued or acquired)
+	answered bool // the first enqueue was answered
+	atOnce   bool // … with a grant rather than a place in the queue
 	grant    Acquired
 	err      error
 	changed  chan struct{} // closed and replaced on every state change
@@ -174,19 +175,20 @@ func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 	}
 }
 
-// Enqueued blocks until the server answered the enqueue: acquired reports
-// whether the key was granted at once (true) or the stream joined the queue
-// (false). This is the first phase of the two-phase acquire: act on it (tell
-// another system the request is queued, say) while the stream waits for
-// the grant, then call Wait.
+// Enqueued blocks until the server answered the stream's first enqueue:
+// acquired reports whether the key was granted at once (true) or the stream
+// joined the queue (false). This is the first phase of the two-phase
+// acquire: act on it (tell another system the request is queued, say) while
+// the stream waits for the grant, then call Wait. It returns the error that
+// ended the stream when it ended before the answer (ErrClosed after Close).
 func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 	for {
 		s.mu.Lock()
-		st, done, err, changed := s.state, s.acquired, s.err, s.changed
+		st, done, atOnce, err, changed := s.state, s.answered, s.atOnce, s.err, s.changed
 		s.mu.Unlock()
 		switch {
 		case done:
-			return st == StateHeld, nil
+			return atOnce, nil
 		case st == StateEnded:
 			if err == nil {
 				err = ErrClosed
@@ -235,11 +237,24 @@ func (s *holdStream) setState(st State, g *Acquired) {
 	if g != nil {
 		s.grant = *g
 	}
-	if st == StateQueued || st == StateHeld {
-		s.acquired = true
-	}
 	close(s.changed)
 	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// answer records the answer to the stream's first enqueue.
+func (s *holdStream) answer(atOnce bool) {
+	s.mu.Lock()
+	if !s.answered {
+		s.answered, s.atOnce = true, atOnce
+	}
+	s.mu.Unlock()
+}
+
+// renewed keeps the grant Held reports up to date.
+func (s *holdStream) renewed(ev Renewed) {
+	s.mu.Lock()
+	s.grant.Lease, s.grant.Fence, s.grant.Deadline = ev.Lease, ev.Fence, ev.Deadline
 	s.mu.Unlock()
 }
 
@@ -273,6 +288,8 @@ func (a *holdActor) run(ctx context.Context) {
 		a.out.emit(final)
 		a.out.close()
 		s.end(endErr)
+		// Detach from the parent context, which may outlive the stream.
+		s.cancel(context.Canceled)
 		close(s.done)
 	}()
 	for {
@@ -290,12 +307,14 @@ func (a *holdActor) run(ctx context.Context) {
 			}
 			return
 		}
-		reason, released := a.hold(ctx)
-		if released {
+		reason, byUser := a.hold(ctx)
+		if byUser && reason == nil {
 			final, endErr = Released{Key: s.key, At: time.Now()}, userCause(ctx)
 			return
 		}
-		if !s.cfg.reacquire || ctx.Err() != nil {
+		if byUser || !s.cfg.reacquire || ctx.Err() != nil {
+			// A release that found the lock gone ends the stream even
+			// with re-acquire: the user has given the key up.
 			final, endErr = Lost{Key: s.key, Reason: reason, Final: true, At: time.Now()}, reason
 			return
 		}
@@ -305,6 +324,14 @@ func (a *holdActor) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// connLost marks an error of the connection itself as ErrConnLost.
+func connLost(err error) error {
+	if err != nil && errors.Is(err, wire.ErrClosed) && !errors.Is(err, ErrConnLost) {
+		return fmt.Errorf("%w: %w", ErrConnLost, err)
+	}
+	return err
 }
 
 // retryable reports whether a failed acquire may succeed if tried again:
@@ -337,7 +364,10 @@ func (a *holdActor) acquire(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		return err
+		if errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrInvalidInput) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	a.conn = conn
 	sent := time.Now()
@@ -349,6 +379,7 @@ func (a *holdActor) acquire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.answer(acquired)
 	if !acquired {
 		s.setState(StateQueued, nil)
 		a.out.emit(Queued{Key: s.key, At: time.Now()})
@@ -414,12 +445,13 @@ func (a *holdActor) confirm(ctx context.Context) (sent time.Time, lease time.Dur
 func (a *holdActor) call(ctx context.Context, req wire.Request) (string, error) {
 	reply, err := a.conn.Go(req)
 	if err != nil {
-		return "", err
+		return "", connLost(err)
 	}
 	for {
 		select {
 		case <-reply.Done():
-			return reply.Result()
+			line, err := reply.Result()
+			return line, connLost(err)
 		case a.out.out() <- a.out.head():
 			a.out.sent()
 		case reply := <-a.s.ctl:
@@ -456,12 +488,24 @@ func (a *holdActor) renewInterval(lease time.Duration) time.Duration {
 	return min(d, a.s.c.cfg.serverReadTimeout/2)
 }
 
-// hold keeps the key until the user releases it (released true) or it is
-// lost (reason says why).
-func (a *holdActor) hold(ctx context.Context) (reason error, released bool) {
+// renewDelay is how long after now the renewal following a request sent at
+// sent goes out: the renew interval, but never later than halfway to the
+// moment the stream would declare Lost, so that a large margin or renew
+// ratio still leaves the reply time to arrive.
+func (a *holdActor) renewDelay(sent time.Time) time.Duration {
+	at := sent.Add(a.renewInterval(a.granted))
+	if half := sent.Add(a.lossAt.Sub(sent) / 2); half.Before(at) {
+		at = half
+	}
+	return time.Until(at)
+}
+
+// hold keeps the key until the user ends it (byUser: Release, Close or the
+// context; reason is nil when the release succeeded) or it is lost (reason
+// says why).
+func (a *holdActor) hold(ctx context.Context) (reason error, byUser bool) {
 	s := a.s
-	lastSent := a.conn.LastUsed()
-	renew := time.NewTimer(a.renewInterval(a.granted) - time.Since(lastSent))
+	renew := time.NewTimer(a.renewDelay(a.conn.LastUsed()))
 	deadline := time.NewTimer(time.Until(a.lossAt))
 	defer renew.Stop()
 	defer deadline.Stop()
@@ -504,8 +548,10 @@ func (a *holdActor) hold(ctx context.Context) (reason error, released bool) {
 				a.fence = fence
 			}
 			deadline.Reset(time.Until(a.lossAt))
-			renew.Reset(a.renewInterval(lease) - time.Since(inflightSent))
-			a.out.emit(Renewed{Key: s.key, Lease: lease, Fence: a.fence, Deadline: a.deadline, At: time.Now()})
+			renew.Reset(a.renewDelay(inflightSent))
+			ev := Renewed{Key: s.key, Lease: lease, Fence: a.fence, Deadline: a.deadline, At: time.Now()}
+			s.renewed(ev)
+			a.out.emit(ev)
 		case <-deadline.C:
 			return a.lose(ErrDeadlinePassed), false
 		case <-a.conn.Done():
@@ -513,15 +559,9 @@ func (a *holdActor) hold(ctx context.Context) (reason error, released bool) {
 		case reply := <-s.ctl:
 			err := a.release()
 			reply <- err
-			if err != nil {
-				return err, false
-			}
-			return nil, true
+			return err, true
 		case <-ctx.Done():
-			if err := a.release(); err != nil {
-				return err, false
-			}
-			return nil, true
+			return a.release(), true
 		}
 	}
 }
@@ -586,9 +626,10 @@ func (a *holdActor) dropConn() {
 	}
 }
 
-// backoff waits before queueing again, and until the consumer has caught up
-// with the events of the last round, so that events never pile up without
-// bound behind a consumer that stopped reading.
+// backoff waits before queueing again, and until the event channel has room
+// for another round's events: acquisitions and losses are never dropped, so
+// behind a consumer that stopped reading the stream pauses rather than let
+// them pile up without bound.
 func (a *holdActor) backoff(ctx context.Context) error {
 	a.s.setState(StateBackoff, nil)
 	a.attempt++
@@ -599,7 +640,7 @@ func (a *holdActor) backoff(ctx context.Context) error {
 		case a.out.out() <- a.out.head():
 			a.out.sent()
 		case <-t.C:
-			if a.out.caughtUp() {
+			if a.out.roomForRound() {
 				return nil
 			}
 			t.Reset(a.s.cfg.backoffMin)

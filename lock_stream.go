@@ -34,7 +34,9 @@ func (c *Client) Lock(ctx context.Context, key string, opts ...StreamOption) (*L
 
 // AcquireLock starts a lock stream and waits until it holds the lock. On
 // failure the stream is closed and the error says why (ErrTimeout when the
-// acquire timeout passed).
+// acquire timeout passed). As with Lock, ctx is the stream's life: the lock
+// is released when ctx ends, so pass a context that lives as long as the
+// lock should, not one scoped to the acquire.
 func (c *Client) AcquireLock(ctx context.Context, key string, opts ...StreamOption) (*LockStream, error) {
 	s, err := c.Lock(ctx, key, opts...)
 	if err != nil {

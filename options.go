@@ -219,7 +219,8 @@ func WithRenewRatio(r float64) StreamOption {
 
 // WithSafetyMargin sets how long before the lease could run out on the server
 // the stream stops believing it holds the lock. The default is a tenth of the
-// granted lease, at least 50ms.
+// granted lease, at least 50ms; any margin is capped at half the lease.
+// Renewals are scheduled early enough to be answered before the margin.
 func WithSafetyMargin(d time.Duration) StreamOption {
 	return streamOption(func(c *streamConfig) error {
 		if d <= 0 {
@@ -230,9 +231,13 @@ func WithSafetyMargin(d time.Duration) StreamOption {
 	})
 }
 
-// WithReacquire makes a stream queue again after Lost, waiting between
-// attempts with exponential backoff from min to max (with jitter), until it
-// is closed. Lost events are then not terminal.
+// WithReacquire makes a stream queue again after Lost, and retry a failed
+// acquire (timeout, unreachable server, server limits; not bad input,
+// refused authentication or a limit mismatch), waiting between attempts with
+// exponential backoff from min to max (with jitter), until it is closed or
+// released. Lost events are then not terminal. Keep reading Events: a
+// stream whose consumer has fallen far behind waits for it before queueing
+// again, because Acquired and Lost are never dropped.
 func WithReacquire(min, max time.Duration) StreamOption {
 	return streamOption(func(c *streamConfig) error {
 		if min <= 0 || max < min {

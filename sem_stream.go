@@ -32,7 +32,8 @@ func (c *Client) Semaphore(ctx context.Context, key string, limit int, opts ...S
 }
 
 // AcquireSemaphore starts a semaphore stream and waits until it holds a
-// slot. On failure the stream is closed and the error says why.
+// slot. On failure the stream is closed and the error says why. As with
+// Semaphore, ctx is the stream's life: ending it releases the slot.
 func (c *Client) AcquireSemaphore(ctx context.Context, key string, limit int, opts ...StreamOption) (*SemStream, error) {
 	s, err := c.Semaphore(ctx, key, limit, opts...)
 	if err != nil {

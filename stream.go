@@ -42,10 +42,11 @@ type Client struct {
 	dialer wire.Dialer
 	pools  []*pool
 
-	mu      sync.Mutex
-	closed  bool
-	streams map[Stream]struct{}
-	actors  conc.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	closeDone chan struct{} // closed when Close has finished
+	streams   map[Stream]struct{}
+	actors    conc.WaitGroup
 }
 
 // New returns a Client configured by opts. It does not connect: connections
@@ -64,7 +65,8 @@ func New(opts ...Option) (*Client, error) {
 			TLS:       cfg.tls,
 			AuthToken: cfg.authToken,
 		},
-		streams: make(map[Stream]struct{}),
+		streams:   make(map[Stream]struct{}),
+		closeDone: make(chan struct{}),
 	}
 	for range cfg.servers {
 		c.pools = append(c.pools, &pool{max: cfg.poolSize, staleAfter: cfg.serverReadTimeout / 2})
@@ -74,10 +76,14 @@ func New(opts ...Option) (*Client, error) {
 
 // Close closes every stream the Client started (releasing what they hold)
 // and the pooled connections, and waits for their goroutines to exit.
+// Streams are closed concurrently, so a slow or silent server costs one
+// release timeout, not one per stream. Every call returns only once the
+// Client is fully closed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		<-c.closeDone
 		return nil
 	}
 	c.closed = true
@@ -86,13 +92,16 @@ func (c *Client) Close() error {
 		live = append(live, s)
 	}
 	c.mu.Unlock()
+	var closing conc.WaitGroup
 	for _, s := range live {
-		_ = s.Close()
+		closing.Go(func() { _ = s.Close() })
 	}
+	closing.Wait()
 	c.actors.Wait()
 	for _, p := range c.pools {
 		p.drain()
 	}
+	close(c.closeDone)
 	return nil
 }
 
@@ -127,6 +136,12 @@ func (c *Client) shard(key string) (int, error) {
 // Stats asks the server at addr (one of the configured servers, or "" for
 // the first) for its state.
 func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
 	i, err := c.serverIndex(addr)
 	if err != nil {
 		return nil, err
@@ -342,8 +357,15 @@ func (o *outbox) sent() {
 	}
 }
 
-// caughtUp reports whether the consumer has read all but the buffer.
-func (o *outbox) caughtUp() bool { return len(o.pending) == 0 && len(o.ch) < o.soft }
+// roundEvents is the most events one acquire round can leave in the reserve:
+// Queued, Acquired, a coalesced Renewed, Lost, and the terminal event.
+const roundEvents = 5
+
+// roomForRound reports whether the reserve can take another acquire round's
+// events whatever the consumer does meanwhile.
+func (o *outbox) roomForRound() bool {
+	return len(o.pending) == 0 && len(o.ch) <= o.soft+outboxReserve-roundEvents
+}
 
 // close delivers what is pending into the reserve and closes the channel.
 func (o *outbox) close() {
