@@ -508,3 +508,29 @@ func TestServerManyConnectionsAndKeys(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 }
+
+func TestServerWithoutAutoReleaseAClosedQueuedWaiterKeepsItsPlace(t *testing.T) {
+	t.Parallel()
+	s := New(t, Config{DisableAutoRelease: true})
+	a := dialRaw(t, s)
+	tok := a.lock("k", "0")
+	x := dialRaw(t, s)
+	require.Equal(t, "queued", x.do("e", "k", ""))
+	_ = x.nc.Close()
+	time.Sleep(100 * time.Millisecond) // the server notices the idle close
+	assert.Contains(t, a.do("stats", "_", ""), `"waiters":1`, "the closed waiter is still queued")
+	assert.Equal(t, "ok", a.do("r", "k", tok))
+	y := dialRaw(t, s)
+	assert.Equal(t, "timeout", y.do("l", "k", "0"), "the slot went to the closed waiter")
+}
+
+func TestServerGCForgetsTheEnqueueOfAnEvictedHolder(t *testing.T) {
+	t.Parallel()
+	s := New(t, Config{LeaseSweepInterval: 50 * time.Millisecond, GCInterval: 50 * time.Millisecond, GCMaxIdle: 100 * time.Millisecond})
+	c := dialRaw(t, s)
+	require.Regexp(t, `^acquired [0-9a-f]{32} 1 \d+$`, c.do("e", "k", "1"))
+	time.Sleep(1500 * time.Millisecond) // lease out, evicted, then the idle key collected
+	assert.Equal(t, `ok {"connections":1,"locks":[],"semaphores":[],"rw_locks":[],"idle_locks":[],"idle_semaphores":[],"counters":[],"kv_entries":[],"lists":[],"signal_channels":null,"watch_channels":null,"barriers":[]}`,
+		c.do("stats", "_", ""), "the key is gone")
+	assert.Regexp(t, `^acquired `, c.do("e", "k", "1"), "no stale two-phase state: a fresh enqueue")
+}

@@ -96,6 +96,9 @@ type keyState struct {
 	head, tail *waiter
 	nwait      int
 	lastActive time.Time
+	// evicted are holders evicted while a two-phase enqueue still pointed
+	// at them; that state lives until w consumes it or GC drops the key.
+	evicted []*holder
 }
 
 func (ks *keyState) idle() bool { return len(ks.holders) == 0 && ks.nwait == 0 }
@@ -257,13 +260,21 @@ func (t *table) removeHolder(h *holder, st holderState, now time.Time) {
 	delete(t.tokens, h.tok)
 	delete(h.owner.held, h)
 	h.state = st
-	if st == hsReleased && h.enq != nil {
-		// A release forgets the two-phase state; an eviction keeps it so
-		// that w answers error_lease_expired.
-		if h.owner.enq[ks.key] == h.enq {
-			delete(h.owner.enq, ks.key)
+	if h.enq != nil {
+		if st == hsReleased {
+			// A release forgets the two-phase state.
+			forgetEnqueue(h, ks.key)
+		} else {
+			// An eviction keeps it, so that w answers error_lease_expired,
+			// until GC drops the key.
+			live := ks.evicted[:0]
+			for _, e := range ks.evicted {
+				if e.enq != nil {
+					live = append(live, e)
+				}
+			}
+			ks.evicted = append(live, h)
 		}
-		h.enq = nil
 	}
 	ks.lastActive = now
 	t.grantHeads(ks, now)
@@ -470,15 +481,29 @@ func (t *table) sweep(now time.Time) {
 	}
 }
 
-// gc drops keys idle for longer than gcMaxIdle.
+// gc drops keys idle for longer than gcMaxIdle, with the two-phase state
+// their evicted holders left, so that a connection that enqueues on ever new
+// keys and never waits does not grow without bound.
 func (t *table) gc(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for k, ks := range t.keys {
 		if ks.idle() && now.Sub(ks.lastActive) > t.gcMaxIdle {
+			for _, h := range ks.evicted {
+				forgetEnqueue(h, k)
+			}
 			delete(t.keys, k)
 		}
 	}
+}
+
+// forgetEnqueue drops the two-phase state that would claim h, if its owner
+// still has it.
+func forgetEnqueue(h *holder, key string) {
+	if h.enq != nil && h.owner.enq[key] == h.enq {
+		delete(h.owner.enq, key)
+	}
+	h.enq = nil
 }
 
 // disconnect removes the session's queued waiters and two-phase state and,
@@ -486,6 +511,12 @@ func (t *table) gc(now time.Time) {
 func (t *table) disconnect(sess *session, autoRelease bool, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !autoRelease {
+		// As dflockd: without auto-release a closed connection's waiters
+		// keep their places and its holders their slots, until their
+		// timeouts and leases run out.
+		return
+	}
 	for _, w := range sess.enq {
 		if w.queued {
 			t.unlink(w)
@@ -496,10 +527,8 @@ func (t *table) disconnect(sess *session, autoRelease bool, now time.Time) {
 		}
 	}
 	sess.enq = nil
-	if autoRelease {
-		for h := range sess.held {
-			t.removeHolder(h, hsReleased, now)
-		}
+	for h := range sess.held {
+		t.removeHolder(h, hsReleased, now)
 	}
 }
 
