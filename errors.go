@@ -64,3 +64,9 @@ var (
 	// Run has started, and by a second Run.
 	ErrRouterStarted = errors.New("dfstream: router already running")
 )
+
+// ErrUnlistened is returned by a Listen (or ListenGroup) that an Unlisten of
+// the same subscription overtook before the server confirmed it: the
+// subscription is not in place. It does not match ErrClosed: the stream
+// goes on.
+var ErrUnlistened = errors.New("dfstream: unlistened before confirmed")

@@ -53,7 +53,11 @@ func ExampleRouter() {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error)
 	go func() { ran <- r.Run(ctx) }()
-	<-r.Ready()
+	select {
+	case <-r.Ready():
+	case err := <-ran: // Ready is never closed when Run fails
+		panic(err)
+	}
 
 	for _, s := range [][2]string{
 		{"orders.created", "id=42"},
@@ -119,7 +123,11 @@ func (w *roleWorker) run(ctx context.Context, backlog <-chan int, ready chan<- s
 	}
 	routed := make(chan error, 1)
 	go func() { routed <- r.Run(ctx) }()
-	<-r.Ready()
+	select {
+	case <-r.Ready():
+	case err := <-routed: // Ready is never closed when Run fails
+		return err
+	}
 
 	role, err := w.c.Lock(ctx, "role/scheduler", dfstream.WithAcquireTimeout(time.Hour))
 	if err != nil {
@@ -183,7 +191,11 @@ func Example_roleWorker() {
 		workers = append(workers, w)
 		ready := make(chan struct{})
 		go func() { done <- w.run(ctx, backlog, ready) }()
-		<-ready // a joins the group and queues for the role first
+		select {
+		case <-ready: // a joins the group and queues for the role first
+		case err := <-done:
+			panic(err)
+		}
 		if name == "a" {
 			fmt.Println(<-log)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,7 +106,8 @@ type routerConfig struct {
 
 // WithErrorHandler sets the function called with every error a handler
 // returns (after middleware), on the handler's goroutine. The default logs
-// it with the Client's logger.
+// it with the Client's logger. A panic in f stops the router as a handler
+// panic does (see Run).
 func WithErrorHandler(f func(ctx context.Context, sig Signal, err error)) RouterOption {
 	return func(c *routerConfig) error {
 		if f == nil {
@@ -120,7 +122,8 @@ func WithErrorHandler(f func(ctx context.Context, sig Signal, err error)) Router
 // events (Disconnected, Reconnected: one set per connection), and Overflow
 // events (per handler, with its Pattern and Group, coalesced while signals
 // keep arriving). It may be called from several goroutines at once and
-// should return quickly.
+// should return quickly. A panic in f stops the router as a handler panic
+// does (see Run).
 func WithEventHandler(f func(Event)) RouterOption {
 	return func(c *routerConfig) error {
 		if f == nil {
@@ -325,7 +328,9 @@ func (r *Router) add(pattern, group string, h Handler, opts []HandlerOption) err
 }
 
 // Ready is closed once Run has subscribed every handler (the server has
-// confirmed every listen): signals emitted from then on are routed.
+// confirmed every listen): signals emitted from then on are routed. If Run
+// fails (or its context ends) before that, Ready is never closed: wait for
+// Ready and for Run's result together.
 func (r *Router) Ready() <-chan struct{} { return r.ready }
 
 // Stats returns the router's counters.
@@ -355,9 +360,11 @@ func (r *Router) match(channel string, visit func(string, *route)) {
 //
 // Run returns nil when ctx ended, or the error that stopped the router: a
 // connection or subscription that failed at start, authentication refused,
-// a subscription the server rejected, overflow under FailStream. If a
-// handler panicked without the Recover middleware, the router stops and Run
-// re-panics with the handler's panic (and its stack) once drained.
+// a subscription the server rejected, overflow under FailStream, or the
+// Client closed under it (an error matching ErrClosed). If a handler
+// panicked without the Recover middleware, or the error or event handler
+// panicked, the router stops and Run re-panics with that panic (and its
+// stack) once drained.
 func (r *Router) Run(ctx context.Context) (err error) {
 	r.mu.Lock()
 	if r.started {
@@ -390,6 +397,9 @@ func (r *Router) Run(ctx context.Context) (err error) {
 	var streams []*SignalStream
 	var dispatchers conc.WaitGroup
 	defer func() {
+		// Cancel runCtx first, so that the dispatchers take the streams'
+		// ends below for the shutdown they are (see dispatch).
+		stop(nil)
 		for _, s := range streams {
 			_ = s.Close()
 		}
@@ -408,7 +418,9 @@ func (r *Router) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	sigOpts := r.cfg.sigOpts
+	// The router's streams deliver everything they buffered when they end:
+	// their dispatchers read until the Events channels close.
+	sigOpts := append(slices.Clip(r.cfg.sigOpts), drainOnClose())
 	var plain []*route
 	seen := make(map[string]bool)
 	var plainPatterns []string
@@ -427,7 +439,7 @@ func (r *Router) Run(ctx context.Context) (err error) {
 			return r.startErr(ctx, err)
 		}
 		streams = append(streams, s)
-		dispatchers.Go(func() { r.dispatch(s, nil) })
+		dispatchers.Go(func() { r.dispatch(runCtx, s, nil) })
 		for _, p := range plainPatterns {
 			if err := s.Listen(runCtx, p); err != nil {
 				return r.startErr(ctx, err)
@@ -443,7 +455,7 @@ func (r *Router) Run(ctx context.Context) (err error) {
 			return r.startErr(ctx, err)
 		}
 		streams = append(streams, s)
-		dispatchers.Go(func() { r.dispatch(s, rt) })
+		dispatchers.Go(func() { r.dispatch(runCtx, s, rt) })
 		if err := s.ListenGroup(runCtx, rt.pattern, rt.group); err != nil {
 			return r.startErr(ctx, err)
 		}
@@ -462,9 +474,14 @@ func (r *Router) failure() error {
 	return r.runErr
 }
 
-// startErr is what Run returns when setting up failed: nil when ctx ended
-// meanwhile (the user stopped it), the error otherwise.
+// startErr is what Run returns when setting up failed: why the router
+// stopped if a stream failed meanwhile (err is then often just runCtx's
+// cancellation), else nil when ctx ended meanwhile (the user stopped it),
+// else err.
 func (r *Router) startErr(ctx context.Context, err error) error {
+	if f := r.failure(); f != nil {
+		return f
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -484,8 +501,10 @@ func chain(h Handler, router, own []Middleware) Handler {
 }
 
 // dispatch routes the events of one stream: for the plain stream (group ==
-// nil) through the trie, for a group stream to its one handler.
-func (r *Router) dispatch(s *SignalStream, group *route) {
+// nil) through the trie, for a group stream to its one handler. A stream
+// that ends while runCtx is still live was closed under the router (by
+// Client.Close): that stops the router, with an error matching ErrClosed.
+func (r *Router) dispatch(runCtx context.Context, s *SignalStream, group *route) {
 	events := s.Events()
 	var touched []*route // routes with unreported drops
 	var reported time.Time
@@ -521,6 +540,9 @@ func (r *Router) dispatch(s *SignalStream, group *route) {
 		}
 	}
 	r.reportDrops(touched)
+	if runCtx.Err() == nil {
+		r.stop(fmt.Errorf("dfstream: router: signal stream to %s closed: %w", s.Server(), ErrClosed))
+	}
 }
 
 // offer hands sig to rt's queue without blocking, applying rt's overflow
@@ -533,15 +555,16 @@ func (r *Router) offer(rt *route, sig Signal, touched []*route) []*route {
 	}
 	switch rt.cfg.policy {
 	case DropOldest:
+		// Evict the oldest signal to make room, and count a drop only if
+		// one was evicted: a worker may have emptied the queue meanwhile.
+		// This goroutine is the queue's only sender, so once there is room
+		// the send cannot block.
 		select {
 		case <-rt.q:
+			rt.q <- sig
 		default:
-		}
-		select {
-		case rt.q <- sig:
-		default:
-			// Unreachable: this goroutine is the queue's only sender and
-			// just made room. Count it rather than block.
+			rt.q <- sig // the queue is empty now: nothing lost
+			return touched
 		}
 	case FailStream:
 		r.stop(fmt.Errorf("%w: handler %s queue full (%d signals)", ErrOverflow, Subscription{rt.pattern, rt.group}, rt.cfg.queue))
@@ -581,8 +604,22 @@ func (r *Router) event(ev Event) {
 		log.Warn().Str("pattern", e.Pattern).Str("group", e.Group).Uint64("dropped", e.Dropped).Uint64("total", e.Total).Msg("signals dropped")
 	}
 	if r.cfg.onEvent != nil {
-		r.cfg.onEvent(ev)
+		r.try(func() { r.cfg.onEvent(ev) })
 	}
+}
+
+// try runs f, a handler or a hook the user gave, and stops the router with
+// its panic, if any: Run re-panics with the first one once drained.
+func (r *Router) try(f func()) bool {
+	var c panics.Catcher
+	c.Try(f)
+	rec := c.Recovered()
+	if rec == nil {
+		return true
+	}
+	r.panicked.CompareAndSwap(nil, rec)
+	r.stop(&HandlerPanic{Value: rec.Value, Stack: rec.Stack})
+	return false
 }
 
 // stop ends Run with err (the first one wins).
@@ -599,17 +636,13 @@ func (r *Router) stop(err error) {
 func (r *Router) work(ctx context.Context, rt *route) {
 	for sig := range rt.q {
 		var err error
-		var c panics.Catcher
-		c.Try(func() { err = rt.final.HandleSignal(ctx, sig) })
-		if rec := c.Recovered(); rec != nil {
+		if !r.try(func() { err = rt.final.HandleSignal(ctx, sig) }) {
 			r.failed.Add(1)
-			r.panicked.CompareAndSwap(nil, rec)
-			r.stop(&HandlerPanic{Value: rec.Value, Stack: rec.Stack})
 			continue
 		}
 		if err != nil {
 			r.failed.Add(1)
-			r.handleErr(ctx, sig, err)
+			r.try(func() { r.handleErr(ctx, sig, err) })
 			continue
 		}
 		r.handled.Add(1)

@@ -1,11 +1,19 @@
 package dfstream
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"math/rand"
+	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dfstream/dfstream/wire"
 )
 
 // WildcardCase is one row of the wildcard table: a pattern and the channels
@@ -224,5 +232,94 @@ func TestRouterMatchDoesNotAllocate(t *testing.T) {
 	}
 	if hits == 0 {
 		t.Fatal("no match")
+	}
+}
+
+// TestRouterDropOldestCountsOnlyEvictedSignals offers signals to a queue of
+// one that a worker drains at the same time: a drop is counted only when a
+// signal was really evicted, so every signal is handled or dropped, once.
+func TestRouterDropOldestCountsOnlyEvictedSignals(t *testing.T) {
+	const n = 100000
+	r := &Router{}
+	rt := &route{pattern: "a", cfg: handlerConfig{workers: 1, queue: 1, policy: DropOldest}, q: make(chan Signal, 1)}
+	handled := make(chan int)
+	go func() {
+		k := 0
+		for range rt.q {
+			k++
+		}
+		handled <- k
+	}()
+	var touched []*route
+	for range n {
+		touched = r.offer(rt, Signal{Channel: "a"}, touched)
+	}
+	close(rt.q)
+	h := <-handled
+	t.Logf("handled %d, dropped %d", h, rt.dropped.Load())
+	if got := uint64(h) + rt.dropped.Load(); got != n || r.dropped.Load() != rt.dropped.Load() {
+		t.Fatalf("handled %d + dropped %d = %d, want %d (router dropped %d)", h, rt.dropped.Load(), got, n, r.dropped.Load())
+	}
+}
+
+// TestSignalActorAnswersEveryCallWhenAReplyToALostConnectionEndsIt drives a
+// signal actor by hand through the order of events the scheduler rarely
+// picks: on a new connection, the server rejects a resubscription (which
+// ends the stream) and drops the connection right after, with a user's
+// Listen in flight, and the actor sees the connection gone before the
+// reply. The Listen must still be answered.
+func TestSignalActorAnswersEveryCallWhenAReplyToALostConnectionEndsIt(t *testing.T) {
+	c, err := New(WithServers("127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cli, srv := net.Pipe()
+	s := &SignalStream{c: c, cfg: c.defaultSignalConfig(), log: zerolog.Nop(), done: make(chan struct{})}
+	s.cfg.heartbeat = 0
+	s.box = newSigInbox(s.cfg.eventBuffer, s.cfg.buffer, s.cfg.policy)
+	s.subs.Store(&subSnapshot{})
+	_, s.cancel = context.WithCancelCause(context.Background())
+	a := &sigActor{
+		s: s, conn: wire.NewConn(cli),
+		hb: time.NewTimer(time.Hour), retry: time.NewTimer(time.Hour),
+		dialRes:  make(chan dialResult, 1),
+		waiters:  make(map[Subscription][]*sigCmd),
+		subIndex: make(map[Subscription]int),
+	}
+	defer a.hb.Stop()
+
+	// The server reads both listens, rejects the first, and hangs up.
+	go func() {
+		rd := bufio.NewReader(srv)
+		for range 6 {
+			if _, err := rd.ReadString('\n'); err != nil {
+				return
+			}
+		}
+		_, _ = srv.Write([]byte("error\n"))
+		_ = srv.Close()
+	}()
+	sub := Subscription{Pattern: "a"}
+	a.addSub(sub)
+	req, _ := wire.Listen("a", "")
+	a.send(inflight{kind: callResub, sub: sub}, req)
+	listen := &sigCmd{op: opListen, sub: Subscription{Pattern: "b"}, reply: make(chan cmdResult, 1)}
+	listen.req, _ = wire.Listen("b", "")
+	a.command(listen)
+
+	<-a.conn.Done()
+	a.lost(fmt.Errorf("%w: test", ErrConnLost)) // as run does on connDone
+	if !a.ended {
+		t.Fatal("the rejected resubscription did not end the stream")
+	}
+	a.finish()
+	select {
+	case r := <-listen.reply:
+		if r.err == nil {
+			t.Fatal("the Listen that never took effect succeeded")
+		}
+	default:
+		t.Fatal("the Listen in flight was never answered")
 	}
 }

@@ -410,9 +410,8 @@ func TestRouterOverflowFailStreamStopsRunWithATypedError(t *testing.T) {
 	r := newRouter(t, c)
 	blocked := newBlocker()
 	require.NoError(t, r.Handle(p+".f", blocked, dfstream.WithQueueSize(2), dfstream.WithHandlerOverflow(dfstream.FailStream)))
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(context.Background()) }()
-	<-r.Ready()
+	errc, panicked := runResult(r, context.Background())
+	waitReady(t, r, errc, panicked)
 	flood(t, c, p+".f", 0, 1)
 	<-blocked.entered
 	floodPaced(t, c, p+".f", 1, 3, routerReceived(r))
@@ -484,7 +483,11 @@ func TestRouterPanicWithoutRecoverStopsRunAndRepanicsAfterDraining(t *testing.T)
 		defer func() { result <- recover() }()
 		_ = r.Run(context.Background())
 	}()
-	<-r.Ready()
+	select {
+	case <-r.Ready():
+	case v := <-result: // Ready is never closed when Run fails
+		require.FailNow(t, "Run ended before it was ready", "%v", v)
+	}
 	floodPaced(t, c, p+".slow", 0, 1, routerReceived(r))
 	_, err := c.Emit(ctxT(t, 5*time.Second), p+".boom", "x")
 	require.NoError(t, err)
@@ -518,9 +521,8 @@ func TestRouterRunDrainsHandlersInFlightBeforeReturning(t *testing.T) {
 		return nil
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx) }()
-	<-r.Ready()
+	errc, panicked := runResult(r, ctx)
+	waitReady(t, r, errc, panicked)
 	floodPaced(t, c, p+".w", 0, 3, routerReceived(r))
 	<-started
 	cancel()
@@ -703,4 +705,148 @@ func TestRouterRunFailsWhenTheServerIsUnreachable(t *testing.T) {
 	err := r.Run(ctxT(t, 5*time.Second))
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, dfstream.ErrInvalidInput)
+}
+
+// runResult runs r on ctx and returns Run's result, or the value Run
+// panicked with, on the channel.
+func runResult(r *dfstream.Router, ctx context.Context) (errc <-chan error, panicked <-chan any) {
+	e, p := make(chan error, 1), make(chan any, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				p <- v
+			}
+		}()
+		e <- r.Run(ctx)
+	}()
+	return e, p
+}
+
+// waitReady waits for r to be ready, failing the test if Run returns first.
+func waitReady(t *testing.T, r *dfstream.Router, errc <-chan error, panicked <-chan any) {
+	t.Helper()
+	select {
+	case <-r.Ready():
+	case err := <-errc:
+		require.FailNow(t, "Run returned before it was ready", "%v", err)
+	case v := <-panicked:
+		require.FailNow(t, "Run panicked before it was ready", "%v", v)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "router not ready")
+	}
+}
+
+func TestRouterRunReturnsErrClosedWhenTheClientIsClosed(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	r := newRouter(t, c)
+	require.NoError(t, r.Handle(p+".a", &recorder{}))
+	require.NoError(t, r.HandleGroup(p+".b", "g", &recorder{}))
+	errc, panicked := runResult(r, context.Background()) // a context that never ends
+	waitReady(t, r, errc, panicked)
+
+	require.NoError(t, c.Close())
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, dfstream.ErrClosed)
+	case v := <-panicked:
+		require.FailNow(t, "Run panicked", "%v", v)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Run did not return after Client.Close") // and its goroutines leak (TestMain)
+	}
+}
+
+func TestRouterGracefulStopDeliversEverySignalAlreadyReceived(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	// The first Overflow event holds up the dispatcher until the router
+	// is told to stop, so that the burst waits in the stream's buffer, well
+	// beyond what its Events channel holds.
+	gate := make(chan struct{})
+	var once sync.Once
+	r := newRouter(t, c, dfstream.WithEventHandler(func(ev dfstream.Event) {
+		if _, ok := ev.(dfstream.Overflow); ok {
+			once.Do(func() { <-gate })
+		}
+	}), dfstream.WithRouterSignalOptions(dfstream.WithSignalEventBuffer(4)))
+	slow := newBlocker()
+	require.NoError(t, r.Handle(p+".burst", slow, dfstream.WithQueueSize(1)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc, panicked := runResult(r, ctx)
+	waitReady(t, r, errc, panicked)
+
+	copies := flood(t, c, p+".burst", 0, 200)
+	<-slow.entered
+	time.Sleep(time.Second) // every copy has reached the stream (the reader is never held up)
+	cancel()
+	time.Sleep(50 * time.Millisecond) // the stream is closing
+	close(gate)
+	close(slow.release)
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case v := <-panicked:
+		require.FailNow(t, "Run panicked", "%v", v)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Run did not return")
+	}
+	st := r.Stats()
+	t.Logf("copies %d, stats %+v", copies, st)
+	assert.Equal(t, uint64(copies), st.Received, "every signal the server delivered reached the router")
+	assert.Equal(t, st.Received-st.Dropped, st.Handled, "and was handled or counted as dropped")
+	assert.Equal(t, int64(st.Handled), slow.n.Load())
+}
+
+func TestRouterPanicInErrorHandlerStopsRun(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	r := newRouter(t, c, dfstream.WithErrorHandler(func(context.Context, dfstream.Signal, error) { panic("error hook") }))
+	require.NoError(t, r.HandleFunc(p+".e", func(context.Context, dfstream.Signal) error { return errors.New("fails") }))
+	errc, panicked := runResult(r, context.Background())
+	waitReady(t, r, errc, panicked)
+	flood(t, c, p+".e", 0, 1)
+	select {
+	case v := <-panicked:
+		rec, ok := v.(*panics.Recovered)
+		require.True(t, ok, "Run re-panics with the hook's panic, got %T %v", v, v)
+		assert.Equal(t, "error hook", rec.Value)
+	case err := <-errc:
+		require.FailNow(t, "Run returned instead of re-panicking", "%v", err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Run did not stop: the panic killed a worker silently")
+	}
+}
+
+func TestRouterPanicInEventHandlerStopsRun(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "DropConnections")
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	r := newRouter(t, c, dfstream.WithEventHandler(func(ev dfstream.Event) {
+		if _, ok := ev.(dfstream.Disconnected); ok {
+			panic("event hook")
+		}
+	}), dfstream.WithRouterSignalOptions(dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond)))
+	require.NoError(t, r.Handle(p+".a", &recorder{}))
+	errc, panicked := runResult(r, context.Background())
+	waitReady(t, r, errc, panicked)
+	srv.DropConnections()
+	select {
+	case v := <-panicked:
+		rec, ok := v.(*panics.Recovered)
+		require.True(t, ok, "Run re-panics with the hook's panic, got %T %v", v, v)
+		assert.Equal(t, "event hook", rec.Value)
+	case err := <-errc:
+		require.FailNow(t, "Run returned instead of re-panicking", "%v", err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Run did not stop: the panic killed the dispatcher silently")
+	}
 }

@@ -44,7 +44,8 @@ const ProbeChannelPrefix = "_dfstream.probe."
 
 // OverflowPolicy says what happens to a signal that arrives while a
 // consumer's buffer is full. Every signal lost this way is counted (see
-// SignalStream.Stats and Router.Dropped) and reported with an Overflow event.
+// SignalStream.Stats, and RouterStats.Dropped for a Router's handlers) and
+// reported with an Overflow event.
 type OverflowPolicy int
 
 // Overflow policies.
@@ -97,6 +98,10 @@ type signalConfig struct {
 	backoffMin   time.Duration
 	backoffMax   time.Duration
 	eventBuffer  int
+	// drain makes the end of the stream deliver everything still buffered
+	// with blocking sends: for the Router, whose dispatchers read the
+	// Events channel until it closes.
+	drain bool
 }
 
 func (c *Client) defaultSignalConfig() signalConfig {
@@ -135,7 +140,10 @@ func WithSignalServer(addr string) SignalOption {
 // to. If that signal has not come back by the next heartbeat, or a ping is
 // still unanswered, the connection is deemed silent (ErrSilentConnection: the
 // server keeps it open but delivers nothing, protocol.md §4) and the stream
-// reconnects. A black hole is therefore noticed within two intervals.
+// reconnects. A black hole is therefore noticed within two intervals. A
+// probe the server counts no copy of (its push queue for the connection was
+// full, so it dropped the copy) proves nothing, and is not held against the
+// connection.
 func WithHeartbeat(interval time.Duration) SignalOption {
 	return signalOption(func(c *signalConfig) error {
 		if interval < 0 {
@@ -188,6 +196,14 @@ func WithSignalBackoff(min, max time.Duration) SignalOption {
 			return invalidOption("WithSignalBackoff", [2]time.Duration{min, max}, "need 0 < min <= max")
 		}
 		c.backoffMin, c.backoffMax = min, max
+		return nil
+	})
+}
+
+// drainOnClose is the Router's option for its own streams (signalConfig.drain).
+func drainOnClose() SignalOption {
+	return signalOption(func(c *signalConfig) error {
+		c.drain = true
 		return nil
 	})
 }
@@ -426,7 +442,9 @@ func (s *SignalStream) Listen(ctx context.Context, pattern string) error {
 // ListenGroup subscribes to pattern in the queue group group: each matching
 // signal goes to one member of the group (the connections that joined
 // (pattern, group)), round robin. A group is identified by pattern and name
-// together. group "" is Listen.
+// together. group "" is Listen. A Listen that an Unlisten of the same
+// subscription overtakes before the server confirmed it returns an error
+// matching ErrUnlistened.
 func (s *SignalStream) ListenGroup(ctx context.Context, pattern, group string) error {
 	req, err := wire.Listen(pattern, group)
 	if err != nil {
@@ -484,6 +502,15 @@ func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (int, error) {
 	select {
 	case r := <-cmd.reply:
 		return r.n, r.err
+	case <-s.done:
+		// The actor answers every command before it exits; this is a
+		// safety net, so that no call outlives the stream.
+		select {
+		case r := <-cmd.reply:
+			return r.n, r.err
+		default:
+			return 0, ErrClosed
+		}
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
@@ -569,6 +596,7 @@ type inflight struct {
 	call *wire.Call
 	cmd  *sigCmd
 	sub  Subscription
+	seq  uint64 // callProbe: the probe's sequence number
 }
 
 type dialResult struct {
@@ -722,7 +750,7 @@ func (a *sigActor) finish() {
 	if final == nil {
 		final = Closed{At: time.Now()}
 	}
-	s.box.finish(a.staged, final)
+	s.box.finish(a.staged, final, s.cfg.drain)
 	a.staged = nil
 	s.end(a.err)
 	if a.err != nil {
@@ -865,7 +893,7 @@ func (a *sigActor) command(cmd *sigCmd) {
 	case opUnlisten:
 		a.removeSub(cmd.sub)
 		for _, w := range a.waiters[cmd.sub] {
-			w.answer(0, fmt.Errorf("dfstream: listen %s: unlistened before confirmed: %w", cmd.sub, ErrClosed))
+			w.answer(0, fmt.Errorf("dfstream: listen %s: %w", cmd.sub, ErrUnlistened))
 		}
 		delete(a.waiters, cmd.sub)
 		if a.conn == nil {
@@ -1012,8 +1040,12 @@ func (a *sigActor) handle(c inflight, line string) {
 		case err != nil:
 			a.probeOK = false
 			s.log.Warn().Err(err).Msg("probe signal refused; heartbeat will only ping")
-		case n == 0:
-			a.lost(fmt.Errorf("%w: the server does not count this connection as a listener", ErrSilentConnection))
+		case n == 0 && a.probeSeq == c.seq:
+			// Not a black hole (the server counts one): the server
+			// dropped this copy because the connection's push queue was
+			// full at that moment (protocol.md §4). The probe proves
+			// nothing either way: take it back, as if never sent.
+			a.probeSeq = c.seq - 1
 		}
 	}
 }
@@ -1035,7 +1067,7 @@ func (a *sigActor) heartbeat() {
 	if a.conn != nil && a.probeOK {
 		seq := a.probeSeq + 1
 		req, err := wire.Signal(s.probeCh, strconv.FormatUint(seq, 10))
-		if err == nil && a.send(inflight{kind: callProbe}, req) {
+		if err == nil && a.send(inflight{kind: callProbe, seq: seq}, req) {
 			a.probeSeq = seq
 		}
 	}
@@ -1057,18 +1089,27 @@ func (a *sigActor) lost(reason error) {
 	a.hb.Stop()
 	calls := a.calls
 	a.calls = nil
-	for _, c := range calls {
+	for i, c := range calls {
 		// Replies that arrived before the loss still count. (Close has
 		// given every other call its error: none blocks here.)
 		if line, err := c.call.Result(); err == nil {
 			a.handle(c, line)
 			if a.ended {
+				// The reply ended the stream: finish answers the
+				// calls not processed yet.
+				a.calls = calls[i+1:]
 				return
 			}
 			continue
 		}
 		switch c.kind {
 		case callListen:
+			if _, ok := a.subIndex[c.sub]; !ok {
+				// An Unlisten overtook it: nothing will listen again
+				// to c.sub, so it would wait forever.
+				c.cmd.answer(0, fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened))
+				continue
+			}
 			a.waiters[c.sub] = append(a.waiters[c.sub], c.cmd)
 		case callUnlisten, callEmit:
 			a.answerLost(c, fmt.Errorf("%w: %w", ErrConnLost, reason))
@@ -1362,8 +1403,10 @@ func (b *sigInbox) stats() SignalStats {
 
 // finish delivers what it can without blocking, then the terminal event
 // (making room for it by discarding the oldest unread event if the consumer
-// left the channel full), and closes the channel.
-func (b *sigInbox) finish(staged, final Event) {
+// left the channel full), and closes the channel. With block (the Router's
+// streams, whose consumer reads until the channel closes) it delivers
+// everything instead, waiting for room.
+func (b *sigInbox) finish(staged, final Event, block bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
@@ -1372,6 +1415,23 @@ func (b *sigInbox) finish(staged, final Event) {
 		rest = append([]Event{staged}, rest...)
 	}
 	b.q, b.nsig, b.staged = nil, 0, false
+	if block {
+		// Send without the lock: Stats stays callable meanwhile, and
+		// nothing else touches the queue once closed is set.
+		b.mu.Unlock()
+		for _, ev := range rest {
+			b.ch <- ev
+			if _, ok := ev.(Signal); ok {
+				b.mu.Lock()
+				b.st.Delivered++
+				b.mu.Unlock()
+			}
+		}
+		b.ch <- final
+		close(b.ch)
+		b.mu.Lock()
+		return
+	}
 	full := false
 	for _, ev := range rest {
 		_, isSig := ev.(Signal)

@@ -384,17 +384,20 @@ func TestSignalHeartbeatProbeDetectsASilentConnectionAndRecovers(t *testing.T) {
 
 func TestSignalWithoutProbeASilentConnectionGoesUnnoticed(t *testing.T) {
 	t.Parallel()
-	addr, srv := testServer(t, dflockdtest.Config{})
+	// A short read timeout: a heartbeat that did not ping would lose the
+	// connection, so "no event" below shows that the pings went on.
+	const readTimeout = 500 * time.Millisecond
+	addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout})
 	needServer(t, srv, "MutePushes")
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
-	const hb = 100 * time.Millisecond
+	const hb = 200 * time.Millisecond
 	s := signals(t, c, dfstream.WithHeartbeat(hb), dfstream.WithProbe(false))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".a"))
 	muteStream(t, srv, p+".a")
 	_, err := c.Emit(ctxT(t, 5*time.Second), p+".a", "lost")
 	require.NoError(t, err)
-	noEvent(t, s.Events(), 6*hb) // pings alone cannot tell
+	noEvent(t, s.Events(), 3*readTimeout) // pings alone cannot tell
 	assert.True(t, s.Connected())
 }
 
@@ -815,12 +818,12 @@ func TestSignalProbesOfOtherStreamsAreNotDelivered(t *testing.T) {
 	ctx := ctxT(t, 5*time.Second)
 	wide := signals(t, c)
 	require.NoError(t, wide.Listen(ctx, ">"))
-	busy := signals(t, c, dfstream.WithHeartbeat(20*time.Millisecond))
+	busy := signals(t, c, dfstream.WithHeartbeat(200*time.Millisecond))
 	require.NoError(t, busy.Listen(ctx, "x"))
 
 	// Heartbeat probes of busy reach wide's connection (the server counts
 	// it), but never show as signals.
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(700 * time.Millisecond)
 	n, err := c.Emit(ctx, "x", "real")
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
@@ -831,7 +834,8 @@ func TestSignalProbesOfOtherStreamsAreNotDelivered(t *testing.T) {
 }
 
 // scriptedServer answers each request of its n-th connection (from 0) with
-// reply(n, cmd, key); a reply of "" closes the connection instead.
+// reply(n, cmd, key); a reply of "" closes the connection instead, and one
+// of "close:" + line writes line, then closes the connection.
 func scriptedServer(t *testing.T, reply func(conn int, cmd, key string) string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -865,10 +869,14 @@ func scriptedServer(t *testing.T, reply func(conn int, cmd, key string) string) 
 						lines[i] = strings.TrimSuffix(l, "\n")
 					}
 					out := reply(n, lines[0], lines[1])
+					last, closing := strings.CutPrefix(out, "close:")
+					if closing {
+						out = last
+					}
 					if out == "" {
 						return
 					}
-					if _, err := nc.Write([]byte(out + "\n")); err != nil {
+					if _, err := nc.Write([]byte(out + "\n")); err != nil || closing {
 						return
 					}
 				}
@@ -943,4 +951,123 @@ func TestSignalStreamEndsWhenReconnectingCannotSucceed(t *testing.T) {
 			assert.Error(t, <-listened, "the Listen that never took effect fails")
 		})
 	}
+}
+
+// scriptedSignals connects a signal stream, with no heartbeat and a short
+// backoff unless opts say otherwise, to a scriptedServer.
+func scriptedSignals(t *testing.T, addr string, opts ...dfstream.SignalOption) *dfstream.SignalStream {
+	t.Helper()
+	c, err := dfstream.New(dfstream.WithServers(addr))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	all := append([]dfstream.SignalOption{dfstream.WithHeartbeat(0), dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond)}, opts...)
+	return signals(t, c, all...)
+}
+
+// waitErr returns what arrives on errc, failing the test after d.
+func waitErr(t *testing.T, what string, errc <-chan error, d time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(d):
+		require.FailNow(t, what+" never returned")
+		return nil
+	}
+}
+
+func TestSignalListenOvertakenByUnlistenIsAnsweredWhenTheConnectionDrops(t *testing.T) {
+	t.Parallel()
+	gotListen, drop := make(chan struct{}), make(chan struct{})
+	addr := scriptedServer(t, func(conn int, cmd, key string) string {
+		if conn == 0 && cmd == "listen" && key == "a" {
+			close(gotListen)
+			select { // the Unlisten is sent meanwhile
+			case <-drop:
+			case <-time.After(10 * time.Second):
+			}
+			return "" // the connection drops with both unanswered
+		}
+		return "ok"
+	})
+	s := scriptedSignals(t, addr)
+	listened, unlistened := make(chan error, 1), make(chan error, 1)
+	go func() { listened <- s.Listen(context.Background(), "a") }()
+	<-gotListen
+	go func() { unlistened <- s.Unlisten(context.Background(), "a") }()
+	time.Sleep(100 * time.Millisecond)
+	close(drop)
+
+	err := waitErr(t, "Listen", listened, 5*time.Second)
+	assert.ErrorIs(t, err, dfstream.ErrUnlistened)
+	assert.NotErrorIs(t, err, dfstream.ErrClosed, "the stream goes on")
+	assert.NoError(t, waitErr(t, "Unlisten", unlistened, 5*time.Second))
+	nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+	nextOf[dfstream.Reconnected](t, s.Events(), 5*time.Second)
+	assert.Empty(t, s.Subscriptions())
+}
+
+// TestSignalResubscribeRejectedWithCallsInFlightAnswersThemAll: on a new
+// connection the server rejects a resubscription while a user's Listen is in
+// flight, and the connection drops right after. Whichever the stream sees
+// first, the Listen is answered when the stream ends. Which one it sees
+// first is up to the scheduler, and it rarely picks the lost connection:
+// TestSignalActorAnswersEveryCallWhenAReplyToALostConnectionEndsIt forces
+// that order.
+func TestSignalResubscribeRejectedWithCallsInFlightAnswersThemAll(t *testing.T) {
+	t.Parallel()
+	for i := range 5 {
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			t.Parallel()
+			gotResub, listenSent := make(chan struct{}), make(chan struct{})
+			addr := scriptedServer(t, func(conn int, cmd, key string) string {
+				switch {
+				case conn == 0 && cmd == "signal":
+					return "" // drops the first connection
+				case conn == 1 && cmd == "listen" && key == "a":
+					close(gotResub)
+					select {
+					case <-listenSent:
+					case <-time.After(10 * time.Second):
+					}
+					return "close:error" // the connection drops right after the rejection
+				}
+				return "ok"
+			})
+			s := scriptedSignals(t, addr)
+			require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+			_, err := s.Emit(ctxT(t, 5*time.Second), "x", "y")
+			require.ErrorIs(t, err, dfstream.ErrConnLost)
+			select {
+			case <-gotResub:
+			case <-time.After(5 * time.Second):
+				require.FailNow(t, "no resubscription")
+			}
+			listened := make(chan error, 1)
+			go func() { listened <- s.Listen(context.Background(), "b") }()
+			time.Sleep(20 * time.Millisecond) // the Listen is sent
+			close(listenSent)
+			assert.Error(t, waitErr(t, "Listen", listened, 5*time.Second))
+			<-s.Done()
+			assert.ErrorIs(t, s.Err(), dfstream.ErrServer)
+		})
+	}
+}
+
+func TestSignalProbeTheServerCouldNotQueueIsNotASilentConnection(t *testing.T) {
+	t.Parallel()
+	// "ok 0" to a probe: the server's push queue for the connection was
+	// full, so it dropped the copy without counting it (protocol.md §4).
+	// That is not a black hole, which the server counts.
+	addr := scriptedServer(t, func(_ int, cmd, key string) string {
+		if cmd == "signal" && strings.HasPrefix(key, dfstream.ProbeChannelPrefix) {
+			return "ok 0"
+		}
+		return "ok"
+	})
+	const hb = 200 * time.Millisecond
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	noEvent(t, s.Events(), 5*hb)
+	assert.True(t, s.Connected())
 }
