@@ -1,0 +1,629 @@
+package dfstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dfstream/dfstream/wire"
+)
+
+// The signal stream's actor: the goroutine that owns the connection, sends
+// commands, matches replies, runs the heartbeat and reconnects.
+
+type cmdOp uint8
+
+const (
+	opListen cmdOp = iota
+	opUnlisten
+	opEmit
+)
+
+// sigCmd is a user request to the actor; the actor answers exactly once on
+// reply, which has room for the answer.
+type sigCmd struct {
+	op    cmdOp
+	sub   Subscription
+	req   wire.Request
+	ctx   context.Context // Emit only: not sent once the caller gave up
+	reply chan cmdResult
+}
+
+type cmdResult struct {
+	n   int
+	err error
+}
+
+func (cmd *sigCmd) answer(n int, err error) { cmd.reply <- cmdResult{n, err} }
+
+// callKind says what an in-flight request is for.
+type callKind uint8
+
+const (
+	callListen      callKind = iota // a user's Listen
+	callUnlisten                    // a user's Unlisten
+	callEmit                        // a user's Emit
+	callResub                       // listening again after a reconnect
+	callProbeListen                 // the probe channel's subscription
+	callPing                        // heartbeat ping
+	callProbe                       // heartbeat probe signal
+)
+
+type inflight struct {
+	kind callKind
+	call *wire.Call
+	cmd  *sigCmd
+	sub  Subscription
+	seq  uint64 // callProbe: the probe's sequence number
+}
+
+type dialResult struct {
+	conn *wire.Conn
+	err  error
+}
+
+type subState struct {
+	sub       Subscription
+	confirmed bool
+}
+
+// sigActor is the state only the stream's goroutine touches.
+type sigActor struct {
+	s    *SignalStream
+	conn *wire.Conn
+
+	calls   []inflight // FIFO, paired with the replies
+	waiting []*sigCmd  // emits waiting for a connection
+	// waiters are Listen calls waiting for the server to confirm a
+	// subscription that is registered but not yet (re)established.
+	waiters  map[Subscription][]*sigCmd
+	subs     []subState
+	subIndex map[Subscription]int
+
+	staged Event // taken from the inbox, being offered to the consumer
+
+	hb        *time.Timer
+	probeOn   bool // heartbeat probes are enabled for this stream
+	probeOK   bool // the probe subscription is in place on this connection
+	probeSeq  uint64
+	pingOut   bool // a ping is unanswered
+	resubLeft int  // listens of a new connection still unanswered
+	ready     bool // connected, and every subscription confirmed
+	reconnect bool // between a loss and the Reconnected event
+
+	retry     *time.Timer
+	dialing   bool
+	dialRes   chan dialResult
+	dialWG    sync.WaitGroup
+	attempt   int
+	downSince time.Time
+
+	ended bool
+	final Event
+	err   error
+}
+
+func (a *sigActor) run(ctx context.Context) {
+	s := a.s
+	defer a.finish()
+	a.connected()
+	for !a.ended {
+		var replied <-chan struct{}
+		if len(a.calls) > 0 {
+			replied = a.calls[0].call.Done()
+		}
+		var connDone <-chan struct{}
+		var hb <-chan time.Time
+		if a.conn != nil {
+			connDone = a.conn.Done()
+			if s.cfg.heartbeat > 0 {
+				hb = a.hb.C
+			}
+		}
+		var out chan<- Event
+		if a.staged != nil {
+			out = s.box.ch
+		}
+		var retry <-chan time.Time
+		if a.conn == nil && !a.dialing {
+			retry = a.retry.C
+		}
+		select {
+		case <-ctx.Done():
+			a.stop(Closed{Err: userCause(ctx), At: time.Now()}, userCause(ctx))
+		case out <- a.staged:
+			a.staged = s.box.sent(a.staged)
+		case <-s.box.wake:
+			if s.box.overflowed() {
+				err := fmt.Errorf("%w: more than %d signals waiting", ErrOverflow, s.cfg.buffer)
+				a.stop(Failed{Err: err, At: time.Now()}, err)
+				break
+			}
+			if a.staged == nil {
+				a.staged = s.box.next()
+			}
+		case cmd := <-s.cmds:
+			a.command(cmd)
+		case <-replied:
+			a.replies()
+		case <-connDone:
+			a.lost(fmt.Errorf("%w: %w", ErrConnLost, a.conn.Err()))
+		case <-hb:
+			a.heartbeat()
+		case <-retry:
+			a.dial(ctx)
+		case res := <-a.dialRes:
+			a.dialed(res)
+		}
+	}
+}
+
+// stop ends the stream with final as its terminal event.
+func (a *sigActor) stop(final Event, err error) {
+	a.ended, a.final, a.err = true, final, err
+}
+
+// finish releases everything and delivers the terminal event.
+func (a *sigActor) finish() {
+	s := a.s
+	s.cancel(ErrClosed) // stops a dial in progress
+	a.hb.Stop()
+	a.retry.Stop()
+	a.dialWG.Wait()
+	select {
+	case res := <-a.dialRes:
+		if res.conn != nil {
+			_ = res.conn.Close()
+		}
+	default:
+	}
+	if a.conn != nil {
+		_ = a.conn.Close()
+		a.conn = nil
+	}
+	s.connected.Store(false)
+	cause := a.err
+	if cause == nil {
+		cause = ErrClosed
+	} else if !errors.Is(cause, ErrClosed) {
+		cause = fmt.Errorf("%w: %w", ErrClosed, cause)
+	}
+	for _, c := range a.calls {
+		if c.cmd != nil {
+			a.answerLost(c, cause)
+		}
+	}
+	a.calls = nil
+	for _, cmd := range a.waiting {
+		cmd.answer(0, cause)
+	}
+	a.waiting = nil
+	for _, ws := range a.waiters {
+		for _, cmd := range ws {
+			cmd.answer(0, cause)
+		}
+	}
+	a.waiters = nil
+	final := a.final
+	if final == nil {
+		final = Closed{At: time.Now()}
+	}
+	s.box.finish(a.staged, final, s.cfg.drain)
+	a.staged = nil
+	s.end(a.err)
+	if a.err != nil {
+		s.log.Debug().Err(a.err).Msg("signal stream ended")
+	}
+	close(s.done)
+}
+
+// answerLost answers the user command of a request whose reply will never
+// come.
+func (a *sigActor) answerLost(c inflight, err error) {
+	switch c.kind {
+	case callUnlisten:
+		c.cmd.answer(0, nil) // the subscription is gone with the connection
+	default:
+		c.cmd.answer(0, err)
+	}
+}
+
+// connected sets up a fresh connection: listen to the probe channel and to
+// every subscription again, then send what waited for a connection.
+func (a *sigActor) connected() {
+	s := a.s
+	a.probeOK, a.pingOut = false, false
+	// No probe of an earlier connection can arrive any more (its reader
+	// has exited): forget the one that may have been lost with it.
+	a.probeSeq = max(a.probeSeq, s.probeSeen.Load())
+	s.probeSeen.Store(a.probeSeq)
+	a.resubLeft = 0
+	if a.probeOn {
+		req, err := wire.Listen(s.probeCh, "")
+		if err == nil && a.send(inflight{kind: callProbeListen}, req) {
+			a.resubLeft++
+		}
+	}
+	for i := range a.subs {
+		if a.conn == nil {
+			return
+		}
+		sub := a.subs[i].sub
+		req, err := wire.Listen(sub.Pattern, sub.Group)
+		if err != nil {
+			continue // validated when added; cannot happen
+		}
+		if a.send(inflight{kind: callResub, sub: sub}, req) {
+			a.resubLeft++
+		}
+	}
+	if a.conn == nil {
+		return
+	}
+	if s.cfg.heartbeat > 0 {
+		a.hb.Reset(s.cfg.heartbeat)
+	}
+	if a.resubLeft == 0 {
+		a.resubscribed()
+	}
+}
+
+// resubscribed runs when every listen of a new connection is answered: the
+// stream is ready, and the emits that waited for it are sent.
+func (a *sigActor) resubscribed() {
+	s := a.s
+	a.ready = true
+	s.connected.Store(true)
+	if a.reconnect {
+		a.reconnect = false
+		now := time.Now()
+		s.box.pushState(Reconnected{
+			Server:   s.addr,
+			Attempts: a.attempt,
+			Since:    a.downSince,
+			Down:     now.Sub(a.downSince),
+			At:       now,
+		})
+		s.log.Info().Int("attempts", a.attempt).Dur("down", now.Sub(a.downSince)).Msg("reconnected")
+		a.attempt = 0
+		if a.staged == nil {
+			a.staged = s.box.next()
+		}
+	}
+	waiting := a.waiting
+	a.waiting = nil
+	for i, cmd := range waiting {
+		if !a.ready {
+			a.waiting = append(a.waiting, waiting[i:]...)
+			return
+		}
+		a.emit(cmd)
+	}
+}
+
+// send writes req on the connection and records it as in flight. It
+// reports false when the connection turned out to be gone (the stream is
+// then disconnected, and the request answered or requeued).
+func (a *sigActor) send(c inflight, req wire.Request) bool {
+	if a.conn == nil {
+		a.requeue(c)
+		return false
+	}
+	call, err := a.conn.Go(req)
+	if err != nil {
+		if errors.Is(err, wire.ErrInvalidInput) {
+			if c.cmd != nil {
+				c.cmd.answer(0, err)
+			}
+			return false
+		}
+		a.requeue(c)
+		a.lost(fmt.Errorf("%w: %w", ErrConnLost, err))
+		return false
+	}
+	c.call = call
+	a.calls = append(a.calls, c)
+	return true
+}
+
+// requeue keeps the user command of a request that never reached the server
+// for the next connection.
+func (a *sigActor) requeue(c inflight) {
+	switch c.kind {
+	case callEmit:
+		a.waiting = append(a.waiting, c.cmd)
+	case callListen:
+		a.waiters[c.sub] = append(a.waiters[c.sub], c.cmd)
+	case callUnlisten:
+		c.cmd.answer(0, nil)
+	}
+}
+
+func (a *sigActor) command(cmd *sigCmd) {
+	switch cmd.op {
+	case opListen:
+		a.addSub(cmd.sub)
+		if a.conn == nil {
+			a.waiters[cmd.sub] = append(a.waiters[cmd.sub], cmd)
+			return
+		}
+		a.send(inflight{kind: callListen, cmd: cmd, sub: cmd.sub}, cmd.req)
+	case opUnlisten:
+		a.removeSub(cmd.sub)
+		for _, w := range a.waiters[cmd.sub] {
+			w.answer(0, fmt.Errorf("dfstream: listen %s: %w", cmd.sub, ErrUnlistened))
+		}
+		delete(a.waiters, cmd.sub)
+		if a.conn == nil {
+			cmd.answer(0, nil)
+			return
+		}
+		a.send(inflight{kind: callUnlisten, cmd: cmd, sub: cmd.sub}, cmd.req)
+	case opEmit:
+		if !a.ready {
+			a.waiting = append(a.waiting, cmd)
+			return
+		}
+		a.emit(cmd)
+	}
+}
+
+// emit sends a user's signal unless its caller gave up meanwhile.
+func (a *sigActor) emit(cmd *sigCmd) {
+	if cmd.ctx != nil && cmd.ctx.Err() != nil {
+		cmd.answer(0, cmd.ctx.Err())
+		return
+	}
+	a.send(inflight{kind: callEmit, cmd: cmd}, cmd.req)
+}
+
+func (a *sigActor) addSub(sub Subscription) {
+	if _, ok := a.subIndex[sub]; ok {
+		return
+	}
+	a.subIndex[sub] = len(a.subs)
+	a.subs = append(a.subs, subState{sub: sub})
+	a.publishSubs()
+}
+
+func (a *sigActor) removeSub(sub Subscription) {
+	i, ok := a.subIndex[sub]
+	if !ok {
+		return
+	}
+	a.subs = append(a.subs[:i], a.subs[i+1:]...)
+	delete(a.subIndex, sub)
+	for j := i; j < len(a.subs); j++ {
+		a.subIndex[a.subs[j].sub] = j
+	}
+	a.publishSubs()
+}
+
+// publishSubs replaces the snapshot the push handler reads.
+func (a *sigActor) publishSubs() {
+	snap := &subSnapshot{}
+	list := make([]Subscription, len(a.subs))
+	for i, st := range a.subs {
+		snap.trie.Insert(st.sub.Pattern, st.sub)
+		list[i] = st.sub
+	}
+	a.s.subs.Store(snap)
+	a.s.mu.Lock()
+	a.s.subList = list
+	a.s.mu.Unlock()
+}
+
+// replies handles every in-flight request whose reply has arrived, oldest
+// first.
+func (a *sigActor) replies() {
+	for len(a.calls) > 0 && !a.ended {
+		c := a.calls[0]
+		select {
+		case <-c.call.Done():
+		default:
+			return
+		}
+		line, err := c.call.Result()
+		if err != nil {
+			// The connection stopped: every request still in flight shares
+			// its fate.
+			a.lost(fmt.Errorf("%w: %w", ErrConnLost, err))
+			return
+		}
+		a.calls[0] = inflight{}
+		a.calls = a.calls[1:]
+		if len(a.calls) == 0 {
+			a.calls = nil
+		}
+		a.handle(c, line)
+	}
+}
+
+// handle processes one reply.
+func (a *sigActor) handle(c inflight, line string) {
+	s := a.s
+	switch c.kind {
+	case callListen:
+		err := wire.ParseOK("listen", line)
+		if i, ok := a.subIndex[c.sub]; ok {
+			if err == nil {
+				a.subs[i].confirmed = true
+			} else if !a.subs[i].confirmed {
+				a.removeSub(c.sub)
+			}
+		}
+		c.cmd.answer(0, err)
+		for _, w := range a.waiters[c.sub] {
+			w.answer(0, err)
+		}
+		delete(a.waiters, c.sub)
+	case callUnlisten:
+		c.cmd.answer(0, wire.ParseOK("unlisten", line))
+	case callEmit:
+		n, err := wire.ParseSignalReply(line)
+		c.cmd.answer(n, err)
+	case callResub, callProbeListen:
+		err := wire.ParseOK("listen", line)
+		if c.kind == callProbeListen {
+			a.probeOK = err == nil
+			if err != nil {
+				s.log.Warn().Err(err).Msg("cannot listen to the probe channel; heartbeat will only ping")
+			}
+		} else {
+			if err != nil {
+				err = fmt.Errorf("dfstream: listen again to %s after reconnecting: %w", c.sub, err)
+				for _, w := range a.waiters[c.sub] {
+					w.answer(0, err)
+				}
+				delete(a.waiters, c.sub)
+				a.stop(Failed{Err: err, At: time.Now()}, err)
+				return
+			}
+			if i, ok := a.subIndex[c.sub]; ok {
+				a.subs[i].confirmed = true
+			}
+			for _, w := range a.waiters[c.sub] {
+				w.answer(0, nil)
+			}
+			delete(a.waiters, c.sub)
+		}
+		if a.resubLeft--; a.resubLeft == 0 && a.conn != nil {
+			a.resubscribed()
+		}
+	case callPing:
+		a.pingOut = false // ok, or error from servers that do not know ping
+	case callProbe:
+		n, err := wire.ParseSignalReply(line)
+		switch {
+		case err != nil:
+			a.probeOK = false
+			s.log.Warn().Err(err).Msg("probe signal refused; heartbeat will only ping")
+		case n == 0 && a.probeSeq == c.seq:
+			// Not a black hole (the server counts one): the server
+			// dropped this copy because the connection's push queue was
+			// full at that moment (protocol.md §4). The probe proves
+			// nothing either way: take it back, as if never sent.
+			a.probeSeq = c.seq - 1
+		}
+	}
+}
+
+// heartbeat pings, probes, and checks that the previous round came back.
+func (a *sigActor) heartbeat() {
+	s := a.s
+	if a.pingOut {
+		a.lost(fmt.Errorf("%w: ping unanswered for %v", ErrSilentConnection, s.cfg.heartbeat))
+		return
+	}
+	if a.probeOK && s.probeSeen.Load() < a.probeSeq {
+		a.lost(fmt.Errorf("%w: probe signal not delivered within %v", ErrSilentConnection, s.cfg.heartbeat))
+		return
+	}
+	if a.send(inflight{kind: callPing}, wire.Ping()) {
+		a.pingOut = true
+	}
+	if a.conn != nil && a.probeOK {
+		seq := a.probeSeq + 1
+		req, err := wire.Signal(s.probeCh, strconv.FormatUint(seq, 10))
+		if err == nil && a.send(inflight{kind: callProbe, seq: seq}, req) {
+			a.probeSeq = seq
+		}
+	}
+	if a.conn != nil {
+		a.hb.Reset(s.cfg.heartbeat)
+	}
+}
+
+// lost drops the connection and schedules a reconnect.
+func (a *sigActor) lost(reason error) {
+	if a.conn == nil || a.ended {
+		return
+	}
+	s := a.s
+	conn := a.conn
+	a.conn, a.ready = nil, false
+	_ = conn.Close()
+	s.connected.Store(false)
+	a.hb.Stop()
+	calls := a.calls
+	a.calls = nil
+	for i, c := range calls {
+		// Replies that arrived before the loss still count. (Close has
+		// given every other call its error: none blocks here.)
+		if line, err := c.call.Result(); err == nil {
+			a.handle(c, line)
+			if a.ended {
+				// The reply ended the stream: finish answers the
+				// calls not processed yet.
+				a.calls = calls[i+1:]
+				return
+			}
+			continue
+		}
+		switch c.kind {
+		case callListen:
+			if _, ok := a.subIndex[c.sub]; !ok {
+				// An Unlisten overtook it: nothing will listen again
+				// to c.sub, so it would wait forever.
+				c.cmd.answer(0, fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened))
+				continue
+			}
+			a.waiters[c.sub] = append(a.waiters[c.sub], c.cmd)
+		case callUnlisten, callEmit:
+			a.answerLost(c, fmt.Errorf("%w: %w", ErrConnLost, reason))
+		}
+	}
+	for i := range a.subs {
+		a.subs[i].confirmed = false
+	}
+	a.pingOut = false
+	a.resubLeft = 0
+	if a.reconnect {
+		// A new connection lost before it was ready: a failed attempt
+		// of the same outage, not another one.
+		s.log.Debug().Err(reason).Int("attempt", a.attempt).Msg("reconnect failed")
+	} else {
+		a.reconnect = true
+		a.downSince = time.Now()
+		s.log.Warn().Err(reason).Msg("signal connection lost")
+		s.box.pushState(Disconnected{Server: s.addr, Reason: reason, At: a.downSince})
+		if a.staged == nil {
+			a.staged = s.box.next()
+		}
+	}
+	a.attempt++
+	a.retry.Reset(jitterBackoff(s.cfg.backoffMin, s.cfg.backoffMax, a.attempt))
+}
+
+// dial starts a connection attempt on a goroutine of its own, so that the
+// actor keeps delivering events and answering calls meanwhile.
+func (a *sigActor) dial(ctx context.Context) {
+	s := a.s
+	a.dialing = true
+	a.dialWG.Add(1)
+	go func() {
+		defer a.dialWG.Done()
+		conn, err := s.c.dial(ctx, s.addr, wire.WithPushHandler(s.onPush))
+		a.dialRes <- dialResult{conn, err}
+	}()
+}
+
+func (a *sigActor) dialed(res dialResult) {
+	s := a.s
+	a.dialing = false
+	if res.err != nil {
+		if errors.Is(res.err, ErrAuth) {
+			a.stop(Failed{Err: res.err, At: time.Now()}, res.err)
+			return
+		}
+		s.log.Debug().Err(res.err).Int("attempt", a.attempt).Msg("reconnect failed")
+		a.attempt++
+		a.retry.Reset(jitterBackoff(s.cfg.backoffMin, s.cfg.backoffMax, a.attempt))
+		return
+	}
+	a.conn = res.conn
+	a.connected()
+}
