@@ -67,13 +67,15 @@ func TestLockWithoutFencesReportsFenceZero(t *testing.T) {
 
 func TestLockRenewalKeepsTheFence(t *testing.T) {
 	t.Parallel()
-	addr, srv := testServer(t, dflockdtest.Config{})
-	needServer(t, srv, "fences")
+	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
 
 	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(time.Second))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
+	if acq.Fence == 0 {
+		t.Skip("the server issues no fences (dflockd 1.10)")
+	}
 	ren := nextOf[dfstream.Renewed](t, s.Events(), 3*time.Second)
 	assert.Equal(t, acq.Fence, ren.Fence)
 	assert.True(t, ren.Deadline.After(acq.Deadline), "renewal moves the safe deadline")
