@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dfstream/dfstream"
+	"github.com/dfstream/dfstream/wire"
 )
 
 // Exit codes (sysexits.h where one fits). They are listed in every
@@ -42,7 +43,8 @@ const exitCodesHelp = `Exit codes:
   75       lock/sem: the lease was lost while the command ran (it was stopped)
   126/127  lock/sem: the command could not be executed / was not found
   128+N    lock/sem: the command was killed by signal N, or dfstream got
-           signal N before the lock was acquired
+           signal N before the lock was acquired; emit: interrupted by
+           signal N
 `
 
 // exitError carries an exit code and, unless err is nil, the one line to
@@ -60,6 +62,33 @@ func (e *exitError) Error() string {
 }
 
 func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
+
+// libError is an error of the dfstream library as the command shows it. The
+// library starts each of its messages with "dfstream: ", so a wrapped chain
+// says it several times, and main prints "dfstream: " once more in front.
+// Only the library's own text is cleaned: user text elsewhere in a message
+// (a path, a command) is left alone.
+type libError struct{ err error }
+
+func (e *libError) Error() string { return libMsg(e.err) }
+func (e *libError) Unwrap() error { return e.err }
+
+// lib marks err as an error of the library (nil stays nil).
+func lib(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &libError{err}
+}
+
+// libMsg is the text of a library error without its "dfstream: " prefixes,
+// on one line.
+func libMsg(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return oneLine(strings.ReplaceAll(err.Error(), "dfstream: ", ""))
+}
 
 func usagef(format string, args ...any) error {
 	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
@@ -251,6 +280,10 @@ func newLogger(verbose bool, w io.Writer) zerolog.Logger {
 	if !verbose {
 		return zerolog.Nop()
 	}
+	// The timestamp field is written with TimeFieldFormat (whole seconds by
+	// default) and the console writer parses it back, so the milliseconds of
+	// TimeFormat would always read .000 without this.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: true}).
 		Level(zerolog.DebugLevel).With().Timestamp().Logger()
 }
@@ -336,7 +369,7 @@ func (f *commonFlags) newClient() (*dfstream.Client, error) {
 	}
 	c, err := dfstream.New(opts...)
 	if err != nil {
-		return nil, exitWith(exitUsage, err)
+		return nil, exitWith(exitUsage, lib(err))
 	}
 	return c, nil
 }
@@ -363,5 +396,42 @@ func checkKey(what, key string) error {
 	if strings.ContainsFunc(key, func(r rune) bool { return r == 0 || unicode.IsSpace(r) }) {
 		return usagef("%s %q contains white space", what, key)
 	}
+	return nil
+}
+
+// forever is the longest wait the library sends: the wire takes whole
+// seconds up to wire.MaxSeconds (about 292 years), and WithAcquireTimeout
+// rejects anything longer.
+const forever = time.Duration(wire.MaxSeconds) * time.Second
+
+// waitValue is a --acquire-timeout: a duration, or "inf" / "-1" for
+// forever (in practice: forever, above).
+type waitValue time.Duration
+
+func (v *waitValue) String() string {
+	if v == nil {
+		return "0s"
+	}
+	if time.Duration(*v) == forever {
+		return "inf"
+	}
+	return time.Duration(*v).String()
+}
+
+func (v *waitValue) Set(s string) error {
+	if s == "inf" || s == "-1" {
+		*v = waitValue(forever)
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New("not a duration, inf or -1")
+	case d < 0:
+		return errors.New("negative (inf or -1: wait forever)")
+	case d > forever:
+		return fmt.Errorf("more than %v (inf or -1: wait forever)", forever)
+	}
+	*v = waitValue(d)
 	return nil
 }

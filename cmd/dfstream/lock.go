@@ -1,23 +1,29 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
 
 	"github.com/dfstream/dfstream"
 )
 
 // forwarded are the signals dfstream passes on to the command.
-var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2}
+// SIGQUIT among them: not caught, it would make dfstream dump its goroutines
+// and exit, leaving the command running without the lock.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
 // holder is what lock and sem need of a LockStream or SemStream.
 type holder interface {
@@ -48,14 +54,21 @@ func runHold(name string, args []string, e *env) error {
 			"only dfstream's own failures print a \"dfstream: \" line). If the lease is lost, the command gets\n"+
 			"SIGTERM, then SIGKILL after --grace, and dfstream exits 75. If KEY is not\n"+
 			"acquired within --acquire-timeout, dfstream exits 73 without running it.\n"+
-			"SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 are forwarded to the command\n"+
-			"(to its process group when stdin is not a terminal). The command's\n"+
+			"SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are forwarded to the\n"+
+			"command (to its process group when stdin is not a terminal; on a terminal\n"+
+			"the command shares dfstream's group and gets Ctrl-C and Ctrl-\\ from the\n"+
+			"terminal, so SIGINT and SIGQUIT are not forwarded). SIGCONT follows\n"+
+			"SIGINT, SIGTERM, SIGHUP and SIGQUIT, so that a stopped command ends too.\n"+
+			"Ctrl-Z (SIGTSTP) stops the command and dfstream; on SIGCONT the lease is\n"+
+			"checked before the command resumes. If dfstream is killed, the command\n"+
+			"gets SIGKILL. The command's\n"+
 			"environment has DFSTREAM_KEY, DFSTREAM_TOKEN and DFSTREAM_FENCE (the fencing\n"+
 			"token; 0 when the server issues none) for fenced writes.",
 		example, e.stdout)
 	common := c.addCommonFlags(e.stderr)
 	fs := c.fs
-	acquireTimeout := fs.Duration("acquire-timeout", dfstream.DefaultAcquireTimeout, "how long to wait for KEY (0: try once)")
+	acquireTimeout := waitValue(dfstream.DefaultAcquireTimeout)
+	fs.Var(&acquireTimeout, "acquire-timeout", "`duration` to wait for KEY (0: try once; inf or -1: forever)")
 	lease := fs.Duration("lease", 0, "lease to ask for, rounded up to whole seconds (default: the server's)")
 	grace := fs.Duration("grace", 5*time.Second, "after the lease is lost, time between SIGTERM and SIGKILL")
 	var limit int
@@ -79,8 +92,6 @@ func runHold(name string, args []string, e *env) error {
 		return usagef("%s: no command after --", name)
 	case sem && limit < 1:
 		return usagef("sem: --limit must be at least 1")
-	case *acquireTimeout < 0:
-		return usagef("%s: --acquire-timeout must not be negative", name)
 	case *lease < 0:
 		return usagef("%s: --lease must not be negative", name)
 	case *grace < 0:
@@ -98,12 +109,12 @@ func runHold(name string, args []string, e *env) error {
 	log := common.logger()
 
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
+	signal.Notify(sigs, append(forwarded, syscall.SIGTSTP, syscall.SIGCONT)...)
 	defer signal.Stop(sigs)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	opts := []dfstream.StreamOption{dfstream.WithAcquireTimeout(*acquireTimeout)}
+	opts := []dfstream.StreamOption{dfstream.WithAcquireTimeout(time.Duration(acquireTimeout))}
 	if *lease > 0 {
 		opts = append(opts, dfstream.WithLease(*lease))
 	}
@@ -114,7 +125,7 @@ func runHold(name string, args []string, e *env) error {
 		st, err = client.Lock(ctx, key, opts...)
 	}
 	if err != nil {
-		return classify(fmt.Errorf("%s: %w", name, err))
+		return classify(fmt.Errorf("%s: %w", name, lib(err)))
 	}
 	defer closeWithin(3*time.Second, st.Close)
 
@@ -129,22 +140,33 @@ func runHold(name string, args []string, e *env) error {
 		acq <- result{a, err}
 	}()
 	var grant dfstream.Acquired
-	select {
-	case r := <-acq:
-		if r.err != nil {
-			if errors.Is(r.err, dfstream.ErrTimeout) {
-				return exitWith(exitNotAcquired, fmt.Errorf("%s: %q not acquired within %v; command not run", name, key, *acquireTimeout))
+waiting:
+	for {
+		select {
+		case r := <-acq:
+			if r.err != nil {
+				if errors.Is(r.err, dfstream.ErrTimeout) {
+					return exitWith(exitNotAcquired, fmt.Errorf("%s: %q not acquired within %v; command not run", name, key, &acquireTimeout))
+				}
+				return classify(fmt.Errorf("%s: %w", name, lib(r.err)))
 			}
-			return classify(fmt.Errorf("%s: %w", name, r.err))
+			grant = r.a
+			break waiting
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGTSTP: // Ctrl-Z while waiting: stop like any job
+				stopSelf()
+				continue
+			case syscall.SIGCONT:
+				continue
+			}
+			cancel()
+			return exitWith(128+signum(sig), fmt.Errorf("%s: %v before %q was acquired; command not run", name, sig, key))
 		}
-		grant = r.a
-	case sig := <-sigs:
-		cancel()
-		return exitWith(128+signum(sig), fmt.Errorf("%s: %v before %q was acquired; command not run", name, sig, key))
 	}
 	log.Debug().Str("key", key).Uint64("fence", grant.Fence).Dur("lease", grant.Lease).Msg("acquired")
 	if _, ok := st.Held(); !ok { // lost already: do not start work that is not protected
-		return exitWith(exitLeaseLost, fmt.Errorf("%s: lease on %q lost right after it was acquired (%v); command not run", name, key, st.Err()))
+		return exitWith(exitLeaseLost, fmt.Errorf("%s: lease on %q lost right after it was acquired (%s); command not run", name, key, libMsg(st.Err())))
 	}
 
 	cmd := exec.Command(cmdArgs[0], cmdArgs[1:]...)
@@ -154,10 +176,28 @@ func runHold(name string, args []string, e *env) error {
 		"DFSTREAM_TOKEN="+grant.Token,
 		"DFSTREAM_FENCE="+strconv.FormatUint(grant.Fence, 10))
 	// In its own process group (so that a lost lease stops the whole job,
-	// shell pipelines included), unless it may want the terminal.
-	group := !isTerminal(os.Stdin)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: group}
-	if err := cmd.Start(); err != nil {
+	// shell pipelines included), unless it may want the terminal: then it
+	// shares dfstream's group, the terminal's foreground group. Pdeathsig:
+	// if dfstream is killed (SIGKILL, a crash), nothing renews the lease any
+	// more, so the command must not outlive it.
+	j := &job{shared: isTerminal(os.Stdin)}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !j.shared, Pdeathsig: syscall.SIGKILL}
+	startErr := make(chan error, 1)
+	exited := make(chan error, 1)
+	go func() {
+		// Pdeathsig fires when the thread that started the child ends, not
+		// the process; Go may end or reuse threads at will. Keep this
+		// goroutine on its own thread until the child has been reaped.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			startErr <- err
+			return
+		}
+		startErr <- nil
+		exited <- cmd.Wait()
+	}()
+	if err := <-startErr; err != nil {
 		releaseWithin(st)
 		code := exitCannotExec
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
@@ -165,74 +205,266 @@ func runHold(name string, args []string, e *env) error {
 		}
 		return exitWith(code, fmt.Errorf("%s: %v", name, err))
 	}
-	pid := cmd.Process.Pid
-	signalChild := func(sig syscall.Signal) {
-		if group {
-			_ = syscall.Kill(-pid, sig)
-		} else {
-			_ = cmd.Process.Signal(sig)
-		}
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	j.pid = cmd.Process.Pid
 
 	events := st.Events()
+	deadline := grant.Deadline // the lease's local safe deadline
 	var lost error
 	var kill <-chan time.Time
 	stop := func(reason error) {
 		lost = reason
-		fmt.Fprintf(e.stderr, "dfstream: %s: lease on %q lost (%v); stopping the command\n", name, key, oneLine(reason.Error()))
-		signalChild(syscall.SIGTERM)
+		fmt.Fprintf(e.stderr, "dfstream: %s: lease on %q lost (%s); stopping the command\n", name, key, libMsg(reason))
+		j.signal(syscall.SIGTERM)
+		j.signal(syscall.SIGCONT) // a stopped job would keep SIGTERM pending, and the key
 		kill = time.After(*grace)
+	}
+	handle := func(ev dfstream.Event) {
+		switch ev := ev.(type) {
+		case dfstream.Lost:
+			if lost == nil {
+				stop(ev.Reason)
+			}
+		case dfstream.Renewed:
+			deadline = ev.Deadline
+			log.Debug().Str("key", key).Time("deadline", ev.Deadline).Msg("renewed")
+		}
+	}
+	ended := func() {
+		events = nil
+		if lost == nil {
+			reason := st.Err()
+			if reason == nil {
+				reason = errors.New("stream ended")
+			}
+			stop(reason)
+		}
 	}
 	for {
 		select {
-		case werr := <-exited:
-			code := exitCode(werr, cmd)
-			if group && lost != nil {
-				_ = syscall.Kill(-pid, syscall.SIGKILL) // stragglers of the job
-			}
+		case <-exited:
+			code := exitCode(cmd)
+			j.reaped = true
 			if lost != nil {
+				j.signal(syscall.SIGKILL) // stragglers of the job
 				return exitWith(exitLeaseLost, fmt.Errorf("%s: lease on %q lost; the command was stopped (its exit code was %d)", name, key, code))
 			}
-			if err := releaseWithin(st); err != nil && !errors.Is(err, dfstream.ErrNotHeld) {
-				if errors.Is(err, dfstream.ErrConnLost) || errors.Is(err, dfstream.ErrDeadlinePassed) ||
-					errors.Is(err, dfstream.ErrRenewRefused) || errors.Is(err, dfstream.ErrLeaseExpired) {
-					return exitWith(exitLeaseLost, fmt.Errorf("%s: lease on %q was lost before the command finished (%v; its exit code was %d)", name, key, err, code))
-				}
-				log.Debug().Err(err).Msg("release")
-			}
-			return exitWith(code, nil)
+			return settle(name, key, st, code, log)
 		case ev, ok := <-events:
 			if !ok {
-				events = nil
-				if lost == nil {
-					reason := st.Err()
-					if reason == nil {
-						reason = errors.New("stream ended")
-					}
-					stop(reason)
-				}
+				ended()
 				continue
 			}
-			switch ev := ev.(type) {
-			case dfstream.Lost:
-				if lost == nil {
-					stop(ev.Reason)
-				}
-			case dfstream.Renewed:
-				log.Debug().Str("key", key).Time("deadline", ev.Deadline).Msg("renewed")
-			}
+			handle(ev)
 		case sig := <-sigs:
-			if s, ok := sig.(syscall.Signal); ok {
+			s, _ := sig.(syscall.Signal)
+			switch {
+			case s == syscall.SIGTSTP:
+				// Ctrl-Z, or kill -TSTP. In its own group the command does
+				// not get it from the terminal, and dfstream stopped alone
+				// would leave it running with nothing renewing the lease.
+				// SIGSTOP, not SIGTSTP: the command cannot ignore it.
+				log.Debug().Msg("stopping the command and dfstream")
+				j.signal(syscall.SIGSTOP)
+				stopSelf()
+			case s == syscall.SIGCONT:
+				// Resumed (fg, bg, kill -CONT). The lease was not renewed
+				// while stopped: check it before the command goes on.
+				if lost == nil {
+					drain(&events, handle, ended)
+				}
+				if lost == nil {
+					if _, ok := st.Held(); !ok || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+						reason := st.Err()
+						if reason == nil {
+							reason = fmt.Errorf("%w while dfstream was stopped", dfstream.ErrDeadlinePassed)
+						}
+						stop(reason) // SIGTERM, then SIGCONT
+						continue
+					}
+				}
+				log.Debug().Msg("resuming the command")
+				j.signal(syscall.SIGCONT)
+			case j.shared && (s == syscall.SIGINT || s == syscall.SIGQUIT):
+				// Sharing dfstream's group, the terminal's foreground
+				// group, the command got Ctrl-C / Ctrl-\ from the terminal
+				// itself; forwarding would deliver it twice. (kill -INT
+				// sent to dfstream alone is therefore not passed on.)
+				log.Debug().Str("signal", s.String()).Msg("not forwarded: the terminal sent it to the command too")
+			case s != 0:
 				log.Debug().Str("signal", s.String()).Msg("forwarding")
-				signalChild(s)
+				j.forward(s)
 			}
 		case <-kill:
 			kill = nil
-			signalChild(syscall.SIGKILL)
+			j.signal(syscall.SIGKILL)
 		}
 	}
+}
+
+// stopSelf stops dfstream the way the default action of SIGTSTP would
+// (dfstream catches SIGTSTP, so that action does not happen). SIGSTOP
+// cannot be caught; a later SIGCONT resumes it and is delivered on sigs.
+func stopSelf() {
+	_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+}
+
+// drain handles the events already queued, without waiting.
+func drain(events *<-chan dfstream.Event, handle func(dfstream.Event), ended func()) {
+	for *events != nil {
+		select {
+		case ev, ok := <-*events:
+			if !ok {
+				ended()
+				return
+			}
+			handle(ev)
+		default:
+			return
+		}
+	}
+}
+
+// settle releases the key after the command exited with code, and returns
+// dfstream's outcome: code, or 75 if the lease was lost meanwhile.
+//
+// A loss around the moment the command exits shows in several ways, by
+// timing: a Lost event not read yet, Release failing with the loss, or
+// Release failing with ErrNotHeld because the stream had already ended.
+// st.Err() settles them all the same way: it is nil after a plain
+// release and the reason once the stream ended by a loss.
+func settle(name, key string, st holder, code int, log zerolog.Logger) error {
+	err := releaseWithin(st)
+	if err == nil {
+		return exitWith(code, nil)
+	}
+	if reason := st.Err(); reason != nil {
+		return exitWith(exitLeaseLost, fmt.Errorf("%s: lease on %q was lost before the command finished (%s; its exit code was %d)", name, key, libMsg(reason), code))
+	}
+	// Not lost (Release timed out against a silent server, say): the
+	// command ran under the lease.
+	log.Debug().Err(err).Msg("release")
+	return exitWith(code, nil)
+}
+
+// job is the running command and, when it shares dfstream's process group,
+// the processes it started.
+type job struct {
+	pid    int
+	shared bool // in dfstream's process group (stdin is a terminal)
+	// seen are the command's descendants found so far (pid → start time),
+	// kept so that those orphaned when their parent exits are still
+	// reached. The start time tells a reused pid from the process seen.
+	seen map[int]uint64
+	// reaped: the command has been waited for, so its pid may belong to
+	// another process by now.
+	reaped bool
+}
+
+// forward passes a signal sent to dfstream on: to the command's group, or
+// to the command alone when it shares dfstream's group. After a signal
+// that ends processes by default, SIGCONT follows (as shells do): a
+// stopped command (SIGTTIN from reading the terminal in the background,
+// say) would otherwise keep it pending, and hold the key, forever.
+func (j *job) forward(sig syscall.Signal) {
+	if j.shared {
+		_ = syscall.Kill(j.pid, sig)
+	} else {
+		_ = syscall.Kill(-j.pid, sig)
+	}
+	switch sig {
+	case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT:
+		if j.shared {
+			_ = syscall.Kill(j.pid, syscall.SIGCONT)
+		} else {
+			_ = syscall.Kill(-j.pid, syscall.SIGCONT)
+		}
+	}
+}
+
+// signal sends sig to the whole job: its process group, or, sharing
+// dfstream's group, the command and every descendant that can be found
+// (those that left for a group of their own included).
+func (j *job) signal(sig syscall.Signal) {
+	if !j.shared {
+		_ = syscall.Kill(-j.pid, sig)
+		return
+	}
+	j.scan()
+	if !j.reaped {
+		_ = syscall.Kill(j.pid, sig)
+	}
+	for pid, started := range j.seen {
+		if _, st, ok := procStat(pid); ok && st == started {
+			_ = syscall.Kill(pid, sig)
+		}
+	}
+}
+
+// scan adds the current descendants of the command and of the processes
+// seen before to seen (Linux: /proc).
+func (j *job) scan() {
+	if j.seen == nil {
+		j.seen = map[int]uint64{}
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	type proc struct {
+		ppid    int
+		started uint64
+	}
+	procs := map[int]proc{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, started, ok := procStat(pid); ok {
+			procs[pid] = proc{ppid, started}
+		}
+	}
+	// Roots: the command, and the still-living processes seen before
+	// (reparented away from the job when their parent exited).
+	in := map[int]bool{}
+	if !j.reaped {
+		in[j.pid] = true
+	}
+	for pid, started := range j.seen {
+		if p, ok := procs[pid]; ok && p.started == started {
+			in[pid] = true
+		}
+	}
+	for grew := true; grew; {
+		grew = false
+		for pid, p := range procs {
+			if !in[pid] && in[p.ppid] {
+				in[pid], grew = true, true
+				j.seen[pid] = p.started
+			}
+		}
+	}
+}
+
+// procStat reads the parent pid and start time of pid from /proc.
+func procStat(pid int) (ppid int, started uint64, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// "pid (comm) state ppid ... starttime(22nd) ...": comm may hold
+	// spaces and parentheses, so split after its last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	started, err2 := strconv.ParseUint(f[19], 10, 64)
+	return ppid, started, err1 == nil && err2 == nil
 }
 
 // releaseWithin releases, bounded so that a silent server cannot hang us.
@@ -243,7 +475,7 @@ func releaseWithin(st holder) error {
 }
 
 // exitCode is the command's exit code, 128+N when signal N killed it.
-func exitCode(err error, cmd *exec.Cmd) int {
+func exitCode(cmd *exec.Cmd) int {
 	if cmd.ProcessState == nil {
 		return exitFailure
 	}
@@ -253,7 +485,6 @@ func exitCode(err error, cmd *exec.Cmd) int {
 	if code := cmd.ProcessState.ExitCode(); code >= 0 {
 		return code
 	}
-	_ = err
 	return exitFailure
 }
 

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 )
 
 // env is the process's standard streams, passed to the commands.
@@ -87,9 +86,9 @@ func report(err error, stderr io.Writer) int {
 		err = ee.err
 	}
 	if err != nil {
-		// Errors of the library start with "dfstream: " too: say it once.
-		msg := strings.ReplaceAll(oneLine(err.Error()), "dfstream: ", "")
-		fmt.Fprintf(stderr, "dfstream: %s\n", msg)
+		// Library errors are wrapped with lib, which drops their own
+		// "dfstream: " prefixes, so the prefix is said once.
+		fmt.Fprintf(stderr, "dfstream: %s\n", oneLine(err.Error()))
 	}
 	return code
 }

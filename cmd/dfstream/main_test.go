@@ -21,6 +21,10 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("DFSTREAM_TEST_HELPER") == "count-signals" {
+		countSignals() // the test binary as a command run under dfstream
+		return
+	}
 	dir, err := os.MkdirTemp("", "dfstream-cmd-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -83,6 +87,16 @@ func cleanEnv(extra ...string) []string {
 // environment. It is killed at the end of the test.
 func start(t *testing.T, env []string, stdin string, args ...string) *proc {
 	t.Helper()
+	return startWith(t, env, func(cmd *exec.Cmd) {
+		if stdin != "" {
+			cmd.Stdin = strings.NewReader(stdin)
+		}
+	}, args...)
+}
+
+// startWith is start with setup called on the command before it starts.
+func startWith(t *testing.T, env []string, setup func(*exec.Cmd), args ...string) *proc {
+	t.Helper()
 	p := &proc{
 		cmd:    exec.Command(bin, args...),
 		stdout: &syncBuffer{},
@@ -91,9 +105,10 @@ func start(t *testing.T, env []string, stdin string, args ...string) *proc {
 	}
 	p.cmd.Env = cleanEnv(env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if stdin != "" {
-		p.cmd.Stdin = strings.NewReader(stdin)
-	}
+	// A command left running by a failing dfstream may hold the output
+	// pipes open: do not wait for it beyond the exit of dfstream itself.
+	p.cmd.WaitDelay = 2 * time.Second
+	setup(p.cmd)
 	p.start = time.Now()
 	require.NoError(t, p.cmd.Start())
 	go func() {

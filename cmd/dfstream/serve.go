@@ -34,8 +34,10 @@ func runServe(args []string, e *env) error {
 	auth := c.addAuthFlags()
 	verbose := fs.Bool("v", false, "debug logs on stderr")
 	c.bindEnv("addr", "DFSTREAM_ADDR")
-	c.bindEnv("tls-cert", "DFSTREAM_TLS_CERT")
-	c.bindEnv("tls-key", "DFSTREAM_TLS_KEY")
+	// Not DFSTREAM_TLS_CERT/KEY: those are the client certificate of the
+	// other commands, and one shell may well run both.
+	c.bindEnv("tls-cert", "DFSTREAM_SERVE_TLS_CERT")
+	c.bindEnv("tls-key", "DFSTREAM_SERVE_TLS_KEY")
 
 	pos, rest, dashdash, err := c.parse(args)
 	if err != nil {
@@ -92,7 +94,7 @@ func runServe(args []string, e *env) error {
 
 	srv, err := dflockdtest.Start(cfg)
 	if err != nil {
-		return exitWith(exitUnavailable, fmt.Errorf("serve: %w", err))
+		return exitWith(exitUnavailable, fmt.Errorf("serve: %w", lib(err)))
 	}
 	scheme := "tcp"
 	if cfg.TLS != nil {

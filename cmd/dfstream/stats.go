@@ -43,7 +43,7 @@ func runStats(args []string, e *env) error {
 		st, err := client.Stats(ctx, addr)
 		cancel()
 		if err != nil {
-			return classify(fmt.Errorf("stats: %s: %w", addr, err))
+			return classify(fmt.Errorf("stats: %s: %w", addr, lib(err)))
 		}
 		all[addr] = st
 	}

@@ -44,15 +44,20 @@ func TestUsageErrors(t *testing.T) {
 		{"empty servers", nil, []string{"stats", "--servers", ","}},
 		{"two tokens", nil, []string{"stats", "--auth-token", "a", "--auth-token-file", "/dev/null"}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			p := start(t, tc.env, "", tc.args...)
-			code := p.wait(t, 10e9)
-			require.Equal(t, 64, code, "stdout: %s\nstderr: %s", p.stdout, p.stderr)
-			requireOneLineError(t, p.stderr.String())
-		})
-	}
+	// The parallel subtests run only once the function that starts them
+	// returns: group them under one t.Run, which returns after all of them,
+	// so that the marker is checked after every command has run.
+	t.Run("cases", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				p := start(t, tc.env, "", tc.args...)
+				code := p.wait(t, 10e9)
+				require.Equal(t, 64, code, "stdout: %s\nstderr: %s", p.stdout, p.stderr)
+				requireOneLineError(t, p.stderr.String())
+			})
+		}
+	})
 	_, err := os.Stat(marker)
 	require.True(t, os.IsNotExist(err), "a command ran despite a usage error")
 }

@@ -55,7 +55,7 @@ func runWatch(args []string, e *env) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return classify(fmt.Errorf("watch: %w", err))
+		return classify(fmt.Errorf("watch: %w", lib(err)))
 	}
 	defer closeWithin(3*time.Second, ss.Close)
 	if *group != "" {
@@ -67,7 +67,7 @@ func runWatch(args []string, e *env) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return classify(fmt.Errorf("watch: %w", err))
+		return classify(fmt.Errorf("watch: %w", lib(err)))
 	}
 	if *group != "" {
 		fmt.Fprintf(e.stderr, "dfstream: watching %s (group %s) on %s\n", pattern, *group, ss.Server())
@@ -93,7 +93,7 @@ func runWatch(args []string, e *env) error {
 				return exitWith(exitFailure, fmt.Errorf("watch: %w", err))
 			}
 		case dfstream.Disconnected:
-			fmt.Fprintf(e.stderr, "dfstream: watch: connection to %s lost (%s); reconnecting\n", ev.Server, oneLine(fmt.Sprint(ev.Reason)))
+			fmt.Fprintf(e.stderr, "dfstream: watch: connection to %s lost (%s); reconnecting\n", ev.Server, libMsg(ev.Reason))
 		case dfstream.Reconnected:
 			fmt.Fprintf(e.stderr, "dfstream: watch: reconnected to %s after %v; signals sent meanwhile were missed\n", ev.Server, ev.Down.Round(time.Millisecond))
 		case dfstream.Overflow:
@@ -102,16 +102,16 @@ func runWatch(args []string, e *env) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return classify(fmt.Errorf("watch: %w", ev.Err))
+			return classify(fmt.Errorf("watch: %w", lib(ev.Err)))
 		case dfstream.Closed:
 			if ev.Err != nil && !errors.Is(ev.Err, context.Canceled) {
-				return classify(fmt.Errorf("watch: %w", ev.Err))
+				return classify(fmt.Errorf("watch: %w", lib(ev.Err)))
 			}
 			return nil
 		}
 	}
 	if err := ss.Err(); err != nil && ctx.Err() == nil {
-		return classify(fmt.Errorf("watch: %w", err))
+		return classify(fmt.Errorf("watch: %w", lib(err)))
 	}
 	return nil
 }
