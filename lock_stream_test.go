@@ -218,9 +218,7 @@ func TestLockAcquireTimeoutIsAFailureNotALoss(t *testing.T) {
 
 	holder, err := c.AcquireLock(context.Background(), key)
 	require.NoError(t, err)
-	s, err := c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(time.Second))
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, s.Events(), time.Second)
+	s := queuedLock(t, c, context.Background(), key, dfstream.WithAcquireTimeout(time.Second))
 	failed := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
 	assert.ErrorIs(t, failed.Err, dfstream.ErrTimeout)
 	requireClosed(t, s.Events())
@@ -280,12 +278,8 @@ func TestLockCancelledWhileQueuedLeavesTheQueueAndTheNextWaiterIsGranted(t *test
 	holder, err := c.AcquireLock(context.Background(), key)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	cancelled, err := c.Lock(ctx, key, dfstream.WithAcquireTimeout(acquireTimeout))
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, cancelled.Events(), time.Second)
-	next, err := c.Lock(context.Background(), key)
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, next.Events(), time.Second)
+	cancelled := queuedLock(t, c, ctx, key, dfstream.WithAcquireTimeout(acquireTimeout))
+	next := queuedLock(t, c, context.Background(), key)
 
 	cancel()
 	failed := nextOf[dfstream.Failed](t, cancelled.Events(), time.Second)
@@ -317,12 +311,8 @@ func TestLockGhostWaiterPassesTheLockOnToTheNextWaiter(t *testing.T) {
 
 	holder, err := c.AcquireLock(context.Background(), key)
 	require.NoError(t, err)
-	cancelled, err := c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(time.Minute))
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, cancelled.Events(), time.Second)
-	next, err := c.Lock(context.Background(), key)
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, next.Events(), time.Second)
+	cancelled := queuedLock(t, c, context.Background(), key, dfstream.WithAcquireTimeout(time.Minute))
+	next := queuedLock(t, c, context.Background(), key)
 	require.NoError(t, cancelled.Close())
 
 	require.NoError(t, holder.Release(context.Background()))
@@ -635,9 +625,7 @@ func TestLockGrantedAfterAWaitLongerThanItsLeaseHoldsAFullLease(t *testing.T) {
 
 	holder, err := c.AcquireLock(context.Background(), key, dfstream.WithLease(lease))
 	require.NoError(t, err)
-	waiter, err := c.Lock(context.Background(), key, dfstream.WithLease(lease))
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, waiter.Events(), time.Second)
+	waiter := queuedLock(t, c, context.Background(), key, dfstream.WithLease(lease))
 	time.Sleep(lease + 500*time.Millisecond) // queued for longer than a lease
 	require.NoError(t, holder.Release(context.Background()))
 
@@ -699,9 +687,7 @@ func TestLockConnectionDroppedWhileQueuedIsAConnLostFailure(t *testing.T) {
 
 	holder, err := c.AcquireLock(context.Background(), key, dfstream.WithReacquire(time.Second, time.Second))
 	require.NoError(t, err)
-	s, err := c.Lock(context.Background(), key)
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, s.Events(), time.Second)
+	s := queuedLock(t, c, context.Background(), key)
 	srv.DropConnections()
 	failed := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
 	assert.ErrorIs(t, failed.Err, dfstream.ErrConnLost)
@@ -716,9 +702,7 @@ func TestEnqueuedReportsTheFirstAnswerEvenAfterTheGrant(t *testing.T) {
 
 	holder, err := c.AcquireLock(context.Background(), key)
 	require.NoError(t, err)
-	s, err := c.Lock(context.Background(), key)
-	require.NoError(t, err)
-	nextOf[dfstream.Queued](t, s.Events(), time.Second)
+	s := queuedLock(t, c, context.Background(), key)
 	require.NoError(t, holder.Release(context.Background()))
 	_, err = s.Wait(context.Background())
 	require.NoError(t, err)
