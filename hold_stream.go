@@ -387,7 +387,6 @@ func (a *holdActor) acquire(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		sent = time.Now()
 		if line, err = a.call(ctx, wait); err != nil {
 			return err
 		}
