@@ -392,25 +392,24 @@ func Ping() Request { return Request{Cmd: "ping", Key: "_"} }
 // Listen builds "listen <pattern> [<group>]". group "" subscribes without a
 // queue group.
 func Listen(pattern, group string) (Request, error) {
-	if err := ValidatePattern(pattern); err != nil {
-		return Request{}, err
-	}
-	if err := ValidateGroup(group); err != nil {
-		return Request{}, err
-	}
-	return request("listen", pattern, group)
+	return subscription("listen", pattern, group)
 }
 
 // Unlisten builds "unlisten <pattern> [<group>]", undoing the Listen with the
 // same pattern and group.
 func Unlisten(pattern, group string) (Request, error) {
+	return subscription("unlisten", pattern, group)
+}
+
+// subscription builds listen and unlisten, which take the same arguments.
+func subscription(cmd, pattern, group string) (Request, error) {
 	if err := ValidatePattern(pattern); err != nil {
 		return Request{}, err
 	}
 	if err := ValidateGroup(group); err != nil {
 		return Request{}, err
 	}
-	return request("unlisten", pattern, group)
+	return request(cmd, pattern, group)
 }
 
 // Signal builds "signal <channel> <payload>"; the payload is sent verbatim.
