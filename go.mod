@@ -1,6 +1,6 @@
 module github.com/dfstream/dfstream
 
-go 1.25
+go 1.25.0
 
 require (
 	github.com/mattn/go-isatty v0.0.20
@@ -15,5 +15,5 @@ require (
 	go.uber.org/atomic v1.7.0 // indirect
 	go.uber.org/multierr v1.9.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/sys v0.29.0 // indirect
+	golang.org/x/sys v0.45.0 // indirect
 )

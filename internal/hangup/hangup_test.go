@@ -1,0 +1,197 @@
+package hangup_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dfstream/dfstream/dflockdtest"
+	"github.com/dfstream/dfstream/internal/hangup"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var watchers = []struct {
+	name string
+	new  func() *hangup.Watcher
+}{
+	{"poller", hangup.New},
+	{"portable", hangup.NewPortable},
+}
+
+// pair returns both ends of a loopback TCP connection.
+func pair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	server = <-accepted
+	require.NotNil(t, server)
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	return client, server
+}
+
+func watch(t *testing.T, w *hangup.Watcher, nc net.Conn) (*hangup.Watch, chan struct{}) {
+	t.Helper()
+	fired := make(chan struct{}, 2)
+	h, err := w.Watch(nc, func() { fired <- struct{}{} })
+	require.NoError(t, err)
+	return h, fired
+}
+
+func requireFired(t *testing.T, fired chan struct{}) {
+	t.Helper()
+	select {
+	case <-fired:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the hang-up was not reported")
+	}
+}
+
+func requireQuiet(t *testing.T, fired chan struct{}) {
+	t.Helper()
+	select {
+	case <-fired:
+		t.Fatal("reported a hang-up that did not happen")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestWatchReportsThePeerClosing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			defer w.Close()
+			client, server := pair(t)
+			_, fired := watch(t, w, client)
+			requireQuiet(t, fired)
+			require.NoError(t, server.Close())
+			requireFired(t, fired)
+			requireQuiet(t, fired) // once only
+		})
+	}
+}
+
+func TestWatchLetsTheOwnerExchangeWhilePaused(t *testing.T) {
+	t.Parallel()
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			defer w.Close()
+			client, server := pair(t)
+			h, fired := watch(t, w, client)
+			rd := bufio.NewReader(client)
+			for range 3 {
+				h.Pause()
+				_, err := server.Write([]byte("ok\n"))
+				require.NoError(t, err)
+				line, err := rd.ReadString('\n')
+				require.NoError(t, err)
+				assert.Equal(t, "ok\n", line, "the watch took none of the reply")
+				h.Resume()
+			}
+			requireQuiet(t, fired)
+			require.NoError(t, server.Close())
+			requireFired(t, fired)
+		})
+	}
+}
+
+func TestStoppedWatchNeverFires(t *testing.T) {
+	t.Parallel()
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			defer w.Close()
+			client, server := pair(t)
+			h, fired := watch(t, w, client)
+			assert.True(t, h.Stop())
+			assert.True(t, h.Stop(), "idempotent")
+			require.NoError(t, server.Close())
+			requireQuiet(t, fired)
+		})
+	}
+}
+
+func TestStopAfterTheHangUpReportsIt(t *testing.T) {
+	t.Parallel()
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			defer w.Close()
+			client, server := pair(t)
+			h, fired := watch(t, w, client)
+			require.NoError(t, server.Close())
+			requireFired(t, fired)
+			assert.False(t, h.Stop())
+		})
+	}
+}
+
+func TestWatchOnAClosedWatcherFails(t *testing.T) {
+	t.Parallel()
+	w := hangup.New()
+	w.Close()
+	client, _ := pair(t)
+	_, err := w.Watch(client, func() {})
+	assert.ErrorIs(t, err, hangup.ErrClosed)
+}
+
+func TestCloseStopsEveryWatch(t *testing.T) {
+	t.Parallel()
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			client, server := pair(t)
+			_, fired := watch(t, w, client)
+			w.Close() // goleak in TestMain checks that nothing is left running
+			require.NoError(t, server.Close())
+			requireQuiet(t, fired)
+		})
+	}
+}
+
+// A TLS 1.3 server sends session tickets after the handshake: data the
+// client never asked for, which is not a hang-up.
+func TestWatchIgnoresTLSSessionTickets(t *testing.T) {
+	t.Parallel()
+	cert, err := dflockdtest.NewTestCert()
+	require.NoError(t, err)
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			defer w.Close()
+			rawClient, rawServer := pair(t)
+			server := tls.Server(rawServer, cert.ServerConfig())
+			cfg := cert.ClientConfig()
+			cfg.ServerName = "127.0.0.1"
+			client := tls.Client(rawClient, cfg)
+			go func() { _ = server.Handshake() }()
+			require.NoError(t, client.Handshake())
+			_, fired := watch(t, w, client)
+			requireQuiet(t, fired)
+			require.NoError(t, rawServer.Close())
+			requireFired(t, fired)
+		})
+	}
+}
