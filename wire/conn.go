@@ -359,20 +359,59 @@ type Dialer struct {
 // applied. On any failure the connection is closed and the error, prefixed
 // with "dial <addr>", wraps the cause.
 func (d *Dialer) Dial(ctx context.Context, addr string, opts ...ConnOption) (*Conn, error) {
-	// Validate before connecting: a bad token would otherwise cost a
-	// round trip and show up as a server error.
-	var auth Request
-	if d.AuthToken != "" {
-		var err error
-		if auth, err = Auth(d.AuthToken); err != nil {
-			return nil, fmt.Errorf("dflockd: dial %s: %w", addr, err)
-		}
+	auth, err := d.authRequest(addr)
+	if err != nil {
+		return nil, err
 	}
 	if d.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
 		defer cancel()
 	}
+	nc, err := d.connect(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	c := NewConn(nc, opts...)
+	if d.AuthToken != "" {
+		line, err := c.Do(ctx, auth)
+		if err == nil {
+			err = authReply(line)
+		}
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("dflockd: dial %s: auth: %w", addr, err)
+		}
+	}
+	return c, nil
+}
+
+// authRequest validates the token before connecting: a bad one would
+// otherwise cost a round trip and show up as a server error.
+func (d *Dialer) authRequest(addr string) (Request, error) {
+	if d.AuthToken == "" {
+		return Request{}, nil
+	}
+	auth, err := Auth(d.AuthToken)
+	if err != nil {
+		return Request{}, fmt.Errorf("dflockd: dial %s: %w", addr, err)
+	}
+	return auth, nil
+}
+
+// authReply maps the reply to auth: any reply but ok matches ErrAuth (a
+// server without auth configured answers a plain "error").
+func authReply(line string) error {
+	err := ParseOK("auth", line)
+	if err != nil && !errors.Is(err, ErrAuth) {
+		err = fmt.Errorf("%w: %w", ErrAuth, err)
+	}
+	return err
+}
+
+// connect makes the TCP connection and, with TLS configured, completes the
+// handshake, within ctx.
+func (d *Dialer) connect(ctx context.Context, addr string) (net.Conn, error) {
 	nd := d.NetDialer
 	if nd == nil {
 		nd = &net.Dialer{}
@@ -381,38 +420,22 @@ func (d *Dialer) Dial(ctx context.Context, addr string, opts ...ConnOption) (*Co
 	if err != nil {
 		return nil, fmt.Errorf("dflockd: dial %s: %w", addr, err)
 	}
-	if d.TLS != nil {
-		cfg := d.TLS
-		if cfg.ServerName == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				host = addr
-			}
-			cfg = cfg.Clone()
-			cfg.ServerName = host
-		}
-		tc := tls.Client(nc, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = nc.Close()
-			return nil, fmt.Errorf("dflockd: dial %s: tls handshake: %w", addr, err)
-		}
-		nc = tc
+	if d.TLS == nil {
+		return nc, nil
 	}
-	c := NewConn(nc, opts...)
-	if d.AuthToken != "" {
-		line, err := c.Do(ctx, auth)
-		if err == nil {
-			if err = ParseOK("auth", line); err != nil {
-				if !errors.Is(err, ErrAuth) {
-					// e.g. "error" from a server without auth configured.
-					err = fmt.Errorf("%w: %w", ErrAuth, err)
-				}
-			}
-		}
+	cfg := d.TLS
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
-			_ = c.Close()
-			return nil, fmt.Errorf("dflockd: dial %s: auth: %w", addr, err)
+			host = addr
 		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
 	}
-	return c, nil
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("dflockd: dial %s: tls handshake: %w", addr, err)
+	}
+	return tc, nil
 }

@@ -53,9 +53,8 @@ type Watch struct {
 	w  *Watcher
 	fn func()
 
-	// Set on the poller path.
-	id   uint64
-	stop func() // removes the descriptor from the poller
+	// Set on the poller path: removes the descriptor from the poller.
+	stop func()
 
 	// Set on the portable path.
 	reader *reader

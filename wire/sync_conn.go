@@ -1,0 +1,192 @@
+package wire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SyncConn is a connection for strict request/reply exchanges made by one
+// goroutine at a time. It has no goroutine of its own: Exchange writes the
+// request and reads the reply on the caller's goroutine, which is the
+// cheapest way to talk to a server that answers in order, and what a lock
+// connection needs (the server never pushes on it).
+//
+// Every exchange is bounded by a deadline. Any failure (a write or read
+// error, a deadline, a line over the cap) stops the SyncConn and closes the
+// socket: the reply stream is out of step, so the connection is never used
+// again. Input that fails validation returns an InputError and leaves it
+// open.
+type SyncConn struct {
+	nc       net.Conn
+	lr       *LineReader
+	lastUsed atomic.Int64 // unix nanoseconds of the last write
+	err      atomic.Pointer[closedError]
+
+	dmu      sync.Mutex // guards the deadline fields, and the socket's deadline
+	inflight bool       // an exchange is between its write and its reply
+	current  time.Time  // the deadline of the exchange in flight
+	limit    time.Time  // Expedite's bound for the next exchange
+}
+
+// NewSyncConn takes ownership of nc. Replies longer than maxReply bytes
+// stop it (maxReply <= 0 means DefaultMaxReply).
+func NewSyncConn(nc net.Conn, maxReply int) *SyncConn {
+	c := &SyncConn{nc: nc, lr: NewLineReader(nc, maxReply)}
+	c.lastUsed.Store(time.Now().UnixNano())
+	return c
+}
+
+// Exchange writes req and reads its reply line, both before deadline (zero
+// means none). It must not be called concurrently with itself. On a
+// stopped SyncConn it returns Err.
+func (c *SyncConn) Exchange(req Request, deadline time.Time) (string, error) {
+	if err := req.check(); err != nil {
+		return "", err
+	}
+	if err := c.Err(); err != nil {
+		return "", err
+	}
+	c.dmu.Lock()
+	if !c.limit.IsZero() && (deadline.IsZero() || c.limit.Before(deadline)) {
+		deadline = c.limit
+	}
+	c.limit, c.current, c.inflight = time.Time{}, deadline, true
+	err := c.nc.SetDeadline(deadline)
+	c.dmu.Unlock()
+	if err != nil {
+		return "", c.fail(req.Cmd, err)
+	}
+
+	bp := writeBufs.Get().(*[]byte)
+	b := req.AppendTo((*bp)[:0])
+	_, err = c.nc.Write(b)
+	c.lastUsed.Store(time.Now().UnixNano())
+	*bp = b[:0]
+	writeBufs.Put(bp)
+	var line string
+	if err == nil {
+		line, err = c.lr.ReadLine()
+	}
+
+	c.dmu.Lock()
+	c.inflight = false
+	c.dmu.Unlock()
+	if err != nil {
+		return "", c.fail(req.Cmd, err)
+	}
+	if IsPush(line) {
+		return "", c.fail(req.Cmd, newProtocolError(req.Cmd, line, "push on a request/reply connection", nil))
+	}
+	return line, nil
+}
+
+// Expedite bounds the exchange in flight by t, or the next exchange when
+// none is in flight. It only ever brings a deadline forward, and may be
+// called from any goroutine: it is how another goroutine interrupts an
+// exchange (a t in the past ends it at once).
+func (c *SyncConn) Expedite(t time.Time) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if !c.inflight {
+		if c.limit.IsZero() || t.Before(c.limit) {
+			c.limit = t
+		}
+		return
+	}
+	if c.current.IsZero() || t.Before(c.current) {
+		c.current = t
+		_ = c.nc.SetDeadline(t)
+	}
+}
+
+// Interrupt ends the exchange in flight at once, or the next one.
+func (c *SyncConn) Interrupt() { c.Expedite(aLongTimeAgo) }
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// fail stops the SyncConn with the cause of a failed exchange and returns
+// the error that reports it.
+func (c *SyncConn) fail(cmd string, err error) error {
+	switch {
+	case errors.Is(err, ErrLineTooLong):
+		err = newProtocolError(cmd, "", "line longer than the reply cap", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("%s: no reply in time: %w", cmd, err)
+	case errors.Is(err, ErrProtocol):
+	default:
+		err = fmt.Errorf("%s: %w", cmd, err)
+	}
+	c.err.CompareAndSwap(nil, &closedError{cause: err})
+	_ = c.nc.Close()
+	return c.Err()
+}
+
+// Close closes the connection; later exchanges fail with an error matching
+// ErrClosed. It is idempotent and always returns nil.
+func (c *SyncConn) Close() error {
+	c.err.CompareAndSwap(nil, &closedError{})
+	_ = c.nc.Close()
+	return nil
+}
+
+// Err returns why the SyncConn stopped (matching ErrClosed and its cause),
+// or nil while it is usable.
+func (c *SyncConn) Err() error {
+	if e := c.err.Load(); e != nil {
+		return e
+	}
+	return nil
+}
+
+// NetConn returns the underlying connection, for watching it (see
+// internal/hangup); reading or writing it directly breaks the SyncConn.
+func (c *SyncConn) NetConn() net.Conn { return c.nc }
+
+// LastUsed returns when the last request was written (the creation time
+// before the first), so that a pool can tell how near the server's idle
+// timeout is.
+func (c *SyncConn) LastUsed() time.Time { return time.Unix(0, c.lastUsed.Load()) }
+
+// DialSync is Dial for a SyncConn: connect, TLS handshake and auth, bounded
+// by d.Timeout and ctx.
+func (d *Dialer) DialSync(ctx context.Context, addr string) (*SyncConn, error) {
+	auth, err := d.authRequest(addr)
+	if err != nil {
+		return nil, err
+	}
+	if d.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
+		defer cancel()
+	}
+	nc, err := d.connect(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	c := NewSyncConn(nc, 0)
+	if d.AuthToken == "" {
+		return c, nil
+	}
+	stop := context.AfterFunc(ctx, c.Interrupt)
+	deadline, _ := ctx.Deadline()
+	line, err := c.Exchange(auth, deadline)
+	stop()
+	if err == nil {
+		err = authReply(line)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
+		_ = c.Close()
+		return nil, fmt.Errorf("dflockd: dial %s: auth: %w", addr, err)
+	}
+	return c, nil
+}
