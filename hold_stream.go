@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -44,6 +45,18 @@ func (s State) String() string {
 // connection, and the life enqueue → (queued → wait) → held → renew… →
 // released or lost. Locks and semaphores differ only in the wire.Kind and
 // the limit they send.
+//
+// The stream is an actor whose turn moves between goroutines rather than
+// living on one of its own. Whoever holds the turn (a token in a channel of
+// capacity one) runs the machine and owns the connection, so the stream's
+// steps are serialised exactly as an actor's messages are. Each step runs
+// where it costs least: the enqueue on the goroutine that calls Lock, a
+// release on the goroutine that calls Release or Close, a renewal on its
+// timer, a hang-up on the Client's connection watcher. The stream has a
+// goroutine of its own only while it waits in the queue or backs off, so a
+// held lock costs no goroutine and an uncontended cycle no goroutine
+// handoff (on a 2-core machine each handoff costs about as much as a
+// quarter of the cycle itself).
 type holdStream struct {
 	c          *Client
 	key        string
@@ -55,17 +68,34 @@ type holdStream struct {
 	enqueueReq wire.Request
 
 	events <-chan Event
-	ctl    chan chan error // release requests; the actor answers on the channel
-	cancel context.CancelCauseFunc
-	done   chan struct{}
+	done   chan struct{} // closed once the stream has ended
+	stop   chan struct{} // closed when the user ends the stream (Close, ctx)
+	turn   chan struct{} // holds the token while nobody has the turn
+	unhook func() bool   // detaches the stream from its context
 
-	mu       sync.Mutex
-	state    State
-	answered bool // the first enqueue was answered
-	atOnce   bool // … with a grant rather than a place in the queue
-	grant    Acquired
-	err      error
-	changed  chan struct{} // closed and replaced on every state change
+	// Owned by whoever holds the turn.
+	out        outbox
+	conn       *lockConn
+	roundStart time.Time     // when this acquire round began
+	lease      time.Duration // what renewals ask for
+	granted    time.Duration // what the server last applied
+	token      string
+	fence      uint64
+	deadline   time.Time // the safe deadline promised in events
+	lossAt     time.Time // when to declare Lost: a little before deadline
+	attempt    int
+	renewal    *time.Timer
+
+	mu         sync.Mutex // guards what follows, which is read without the turn
+	state      State
+	answered   bool // the first enqueue was answered
+	atOnce     bool // … with a grant rather than a place in the queue
+	grant      Acquired
+	err        error
+	cause      error         // why stop was closed
+	changed    chan struct{} // made by a waiter, closed on the next state change
+	live       *lockConn     // conn, for bringing its exchange's deadline forward
+	dialCancel context.CancelFunc
 }
 
 func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limit int, opts []StreamOption) (*holdStream, error) {
@@ -95,23 +125,23 @@ func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limi
 		c: c, key: key, kind: kind, limit: limit, cfg: cfg, srv: srv,
 		log:        c.cfg.logger,
 		enqueueReq: req,
-		ctl:        make(chan chan error),
 		done:       make(chan struct{}),
-		changed:    make(chan struct{}),
+		stop:       make(chan struct{}),
+		turn:       make(chan struct{}, 1), // empty: the caller has the turn
+		out:        newOutbox(cfg.eventBuffer),
 	}
+	s.events = s.out.ch
 	if s.log.GetLevel() != zerolog.Disabled {
 		// Only a logger that logs pays for the per-stream context.
 		s.log = s.log.With().Str("key", key).Str("kind", kind.String()).Logger()
 	}
-	box := newOutbox(cfg.eventBuffer)
-	s.events = box.ch
-	actx, cancel := context.WithCancelCause(ctx)
-	s.cancel = cancel
-	a := &holdActor{s: s, out: box}
-	if err := c.register(s, func() { a.run(actx) }); err != nil {
-		cancel(nil)
+	if err := c.register(s, nil); err != nil {
 		return nil, err
 	}
+	if ctx.Done() != nil {
+		s.unhook = context.AfterFunc(ctx, func() { s.shut(context.Cause(ctx)) })
+	}
+	s.begin()
 	return s, nil
 }
 
@@ -156,7 +186,11 @@ func (s *holdStream) Err() error {
 func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 	for {
 		s.mu.Lock()
-		st, g, err, changed := s.state, s.grant, s.err, s.changed
+		st, g, err := s.state, s.grant, s.err
+		var changed <-chan struct{}
+		if st != StateHeld && st != StateEnded {
+			changed = s.awaitChange()
+		}
 		s.mu.Unlock()
 		switch st {
 		case StateHeld:
@@ -175,16 +209,22 @@ func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 	}
 }
 
-// Enqueued blocks until the server answered the stream's first enqueue:
-// acquired reports whether the key was granted at once (true) or the stream
-// joined the queue (false). This is the first phase of the two-phase
-// acquire: act on it (tell another system the request is queued, say) while
-// the stream waits for the grant, then call Wait. It returns the error that
-// ended the stream when it ended before the answer (ErrClosed after Close).
+// Enqueued reports the server's answer to the stream's first enqueue:
+// acquired is true when the key was granted at once, false when the stream
+// joined the queue. The answer is known when Lock returns, so Enqueued does
+// not block unless the stream is still re-trying its first enqueue under
+// WithReacquire. This is the first phase of the two-phase acquire: act on it
+// (tell another system the request is queued, say) while the stream waits
+// for the grant, then call Wait. It returns the error that ended the stream
+// when it ended before the answer (ErrClosed after Close).
 func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 	for {
 		s.mu.Lock()
-		st, done, atOnce, err, changed := s.state, s.answered, s.atOnce, s.err, s.changed
+		st, done, atOnce, err := s.state, s.answered, s.atOnce, s.err
+		var changed <-chan struct{}
+		if !done && st != StateEnded {
+			changed = s.awaitChange()
+		}
 		s.mu.Unlock()
 		switch {
 		case done:
@@ -204,41 +244,125 @@ func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 }
 
 // Release releases the key and ends the stream with Released. It returns
-// ErrNotHeld when the stream does not hold the key (it then goes on), and
-// the reason when the lock turned out to be lost already.
+// ErrNotHeld when the stream does not hold the key (it then goes on). When
+// the release fails (the server refused it, or did not answer within the
+// connect timeout, or ctx ended first) the connection is closed, which
+// makes the server release anything left, and the stream ends with a final
+// Lost carrying the error Release returns.
 func (s *holdStream) Release(ctx context.Context) error {
-	reply := make(chan error, 1)
-	select {
-	case s.ctl <- reply:
-	case <-s.done:
+	if s.State() != StateHeld {
 		return ErrNotHeld
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 	select {
-	case err := <-reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	case <-s.turn:
+	default:
+		// A renewal is in flight: it must not hold the release up
+		// longer than the server is given to answer one.
+		s.hurry(false)
+		select {
+		case <-s.turn:
+		case <-s.done:
+			return ErrNotHeld
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	if s.State() != StateHeld {
+		s.giveTurn()
+		return ErrNotHeld
+	}
+	return s.release(ctx)
 }
 
 // Close ends the stream: it releases the key if held and stops waiting if
-// queued, then returns once the stream's goroutines have exited. Idempotent.
+// queued, then returns once the stream has ended. Idempotent.
 func (s *holdStream) Close() error {
-	s.cancel(ErrClosed)
-	<-s.done
+	s.shut(ErrClosed)
 	return nil
 }
 
-func (s *holdStream) setState(st State, g *Acquired) {
+// shut ends the stream for the user with cause (ErrClosed, or the error of
+// the stream's context) and waits until it has ended.
+func (s *holdStream) shut(cause error) {
+	s.mu.Lock()
+	select {
+	case <-s.stop:
+	default:
+		s.cause = cause
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	s.hurry(true)
+	select {
+	case <-s.turn:
+		// Nobody is at work: the stream is held, or has ended.
+		if s.State() == StateHeld {
+			_ = s.release(context.Background())
+		} else {
+			s.giveTurn()
+		}
+	case <-s.done:
+	}
+	<-s.done
+}
+
+// hurry brings the exchange in flight (or the next) forward: a renewal or
+// release must be answered within the connect timeout; with all, a dial,
+// an enqueue or a wait is ended at once, as the stream is stopping.
+func (s *holdStream) hurry(all bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if all && s.dialCancel != nil {
+		s.dialCancel()
+	}
+	switch {
+	case s.live == nil:
+	case s.state == StateHeld:
+		s.live.Expedite(time.Now().Add(s.c.cfg.connectTimeout))
+	case all:
+		s.live.Interrupt()
+	}
+}
+
+func (s *holdStream) giveTurn() { s.turn <- struct{}{} }
+
+func (s *holdStream) stopped() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// stopCause is why the user stopped the stream.
+func (s *holdStream) stopCause() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cause
+}
+
+// awaitChange returns a channel closed on the next state change; s.mu is
+// held. Only a waiter pays for one.
+func (s *holdStream) awaitChange() <-chan struct{} {
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
+// notify wakes the waiters of a state change; s.mu is held.
+func (s *holdStream) notify() {
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+}
+
+func (s *holdStream) setState(st State) {
 	s.mu.Lock()
 	s.state = st
-	if g != nil {
-		s.grant = *g
-	}
-	close(s.changed)
-	s.changed = make(chan struct{})
+	s.notify()
 	s.mu.Unlock()
 }
 
@@ -251,79 +375,74 @@ func (s *holdStream) answer(atOnce bool) {
 	s.mu.Unlock()
 }
 
-// renewed keeps the grant Held reports up to date.
-func (s *holdStream) renewed(ev Renewed) {
-	s.mu.Lock()
-	s.grant.Lease, s.grant.Fence, s.grant.Deadline = ev.Lease, ev.Fence, ev.Deadline
-	s.mu.Unlock()
-}
-
-func (s *holdStream) end(err error) {
-	s.mu.Lock()
-	s.state, s.err = StateEnded, err
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
-}
-
-// holdActor is the state only the stream's goroutine touches.
-type holdActor struct {
-	s        *holdStream
-	out      outbox
-	conn     *wire.Conn
-	lease    time.Duration // what renewals ask for
-	granted  time.Duration // what the server last applied
-	token    string
-	fence    uint64
-	deadline time.Time // the safe deadline promised in events
-	lossAt   time.Time // when to declare Lost: a little before deadline
-	attempt  int
-}
-
-func (a *holdActor) run(ctx context.Context) {
-	s := a.s
-	var final Event
-	var endErr error
-	defer func() {
-		a.out.emit(final)
-		a.out.close()
-		s.end(endErr)
-		// Detach from the parent context, which may outlive the stream.
-		s.cancel(context.Canceled)
-		close(s.done)
-	}()
-	for {
-		if err := a.acquire(ctx); err != nil {
-			a.dropConn()
-			if s.cfg.reacquire && ctx.Err() == nil && retryable(err) {
-				s.log.Debug().Err(err).Msg("acquire failed; will retry")
-				if err = a.backoff(ctx); err == nil {
-					continue
-				}
-			}
-			final, endErr = Failed{Key: s.key, Err: err, At: time.Now()}, err
-			if errors.Is(err, ErrClosed) {
-				endErr = nil
-			}
-			return
-		}
-		reason, byUser := a.hold(ctx)
-		if byUser && reason == nil {
-			final, endErr = Released{Key: s.key, At: time.Now()}, userCause(ctx)
-			return
-		}
-		if byUser || !s.cfg.reacquire || ctx.Err() != nil {
-			// A release that found the lock gone ends the stream even
-			// with re-acquire: the user has given the key up.
-			final, endErr = Lost{Key: s.key, Reason: reason, Final: true, At: time.Now()}, reason
-			return
-		}
-		a.out.emit(Lost{Key: s.key, Reason: reason, At: time.Now()})
-		if err := a.backoff(ctx); err != nil {
-			final, endErr = Failed{Key: s.key, Err: err, At: time.Now()}, userCause(ctx)
-			return
-		}
+// begin is the first phase, run by Lock with the turn: enqueue, and then
+// hold, or hand the turn to a goroutine that waits in the queue.
+func (s *holdStream) begin() {
+	granted, err := s.enqueue()
+	switch {
+	case err != nil:
+		s.failed(err)
+	case granted:
+		s.giveTurn()
+	default:
+		s.c.actors.Go(func() { s.pursue(true) })
 	}
+}
+
+// pursue runs on the stream's own goroutine, with the turn, while the
+// stream is not held: it waits in the queue (queued) or backs off and
+// queues again, until the stream holds the key or ends.
+func (s *holdStream) pursue(queued bool) {
+	for {
+		var err error
+		if queued {
+			if err = s.awaitGrant(); err == nil {
+				s.giveTurn()
+				return
+			}
+		} else if err = s.backoff(); err == nil {
+			var granted bool
+			if granted, err = s.enqueue(); err == nil {
+				if granted {
+					s.giveTurn()
+					return
+				}
+				queued = true
+				continue
+			}
+		}
+		if !s.retrying(err) {
+			return
+		}
+		queued = false
+	}
+}
+
+// failed handles an acquire round that failed: the stream goes on to back
+// off under re-acquire when the error may pass, and ends otherwise.
+func (s *holdStream) failed(err error) {
+	if s.retrying(err) {
+		s.c.actors.Go(func() { s.pursue(false) })
+	}
+}
+
+// retrying drops the connection of a failed round and reports whether the
+// stream will try again; when not, it has ended.
+func (s *holdStream) retrying(err error) bool {
+	s.dropConn()
+	if s.cfg.reacquire && !s.stopped() && retryable(err) {
+		s.log.Debug().Err(err).Msg("acquire failed; will retry")
+		return true
+	}
+	endErr := err
+	if s.stopped() {
+		err = s.stopCause()
+		endErr = closedBy(err)
+	} else if errors.Is(err, ErrClosed) {
+		endErr = nil
+	}
+	s.end(Failed{Key: s.key, Err: err, At: time.Now()}, endErr)
+	return false
 }
 
 // connLost marks an error of the connection itself as ErrConnLost.
@@ -347,119 +466,172 @@ func retryable(err error) bool {
 
 // userCause is the error a stream ended by its context reports: nil when
 // the user closed it, the context's error otherwise.
-func userCause(ctx context.Context) error {
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, ErrClosed) {
-		return err
+func userCause(ctx context.Context) error { return closedBy(context.Cause(ctx)) }
+
+// closedBy is the error a stream the user stopped with cause reports: nil
+// after Close, the context's error otherwise.
+func closedBy(cause error) error {
+	if cause != nil && !errors.Is(cause, ErrClosed) {
+		return cause
 	}
 	return nil
 }
 
-// acquire connects, enqueues and, if queued, waits for the grant.
-func (a *holdActor) acquire(ctx context.Context) error {
-	s := a.s
-	s.setState(StateConnecting, nil)
-	start := time.Now()
-	conn, err := s.c.conn(ctx, s.srv)
-	if err != nil {
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		if errors.Is(err, wire.ErrAuth) || errors.Is(err, wire.ErrInvalidInput) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+// exchangeErr is the error of a failed exchange: the user's reason when
+// the stream is stopping (the exchange was cut short for it), ErrConnLost
+// otherwise.
+func (s *holdStream) exchangeErr(err error) error {
+	if s.stopped() {
+		return s.stopCause()
 	}
-	a.conn = conn
+	return connLost(err)
+}
+
+// connect takes a pooled connection or dials one; a dial is cancelled when
+// the stream stops.
+func (s *holdStream) connect() (*lockConn, error) {
+	lc := s.c.pools[s.srv].get()
+	if lc == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		s.mu.Lock()
+		s.dialCancel = cancel
+		s.mu.Unlock()
+		if s.stopped() {
+			cancel()
+		}
+		var err error
+		lc, err = s.c.lockConn(ctx, s.srv)
+		s.mu.Lock()
+		s.dialCancel = nil
+		s.mu.Unlock()
+		switch {
+		case err == nil:
+		case s.stopped():
+			return nil, s.stopCause()
+		case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput):
+			return nil, err
+		default:
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+	}
+	lc.owner.Store(s)
+	s.conn = lc
+	s.mu.Lock()
+	s.live = lc
+	s.mu.Unlock()
+	return lc, nil
+}
+
+// enqueue connects and sends the enqueue. When the key is granted at once
+// the stream holds it on return; otherwise it is queued.
+func (s *holdStream) enqueue() (granted bool, err error) {
+	s.setState(StateConnecting)
+	s.roundStart = time.Now()
+	lc, err := s.connect()
+	if err != nil {
+		return false, err
+	}
 	sent := time.Now()
-	line, err := a.call(ctx, s.enqueueReq)
+	line, err := lc.exchange(s.enqueueReq, sent.Add(s.c.cfg.connectTimeout))
+	if err != nil {
+		return false, s.exchangeErr(err)
+	}
+	g, granted, err := wire.ParseEnqueue(s.enqueueReq.Cmd, line)
+	if err != nil {
+		return false, err
+	}
+	s.answer(granted)
+	if !granted {
+		s.setState(StateQueued)
+		s.out.emit(Queued{Key: s.key, At: time.Now()})
+		return false, nil
+	}
+	return true, s.becomeHeld(sent, g.Token, g.Fence, g.Lease)
+}
+
+// awaitGrant waits in the queue and confirms the grant.
+func (s *holdStream) awaitGrant() error {
+	if s.stopped() {
+		return s.stopCause()
+	}
+	timeout := max(0, s.cfg.acquireTimeout-time.Since(s.roundStart))
+	wait, err := wire.Wait(s.kind, s.key, timeout)
 	if err != nil {
 		return err
 	}
-	g, acquired, err := wire.ParseEnqueue(s.enqueueReq.Cmd, line)
+	// The server answers "timeout" when the wait runs out; the connect
+	// timeout on top is for that answer to arrive.
+	line, err := s.conn.exchange(wait, deadlineIn(timeout, s.c.cfg.connectTimeout))
+	if err != nil {
+		return s.exchangeErr(err)
+	}
+	g, err := wire.ParseGrant(wait.Cmd, line)
 	if err != nil {
 		return err
 	}
-	s.answer(acquired)
-	if !acquired {
-		s.setState(StateQueued, nil)
-		a.out.emit(Queued{Key: s.key, At: time.Now()})
-		wait, err := wire.Wait(s.kind, s.key, max(0, s.cfg.acquireTimeout-time.Since(start)))
-		if err != nil {
-			return err
-		}
-		if line, err = a.call(ctx, wait); err != nil {
-			return err
-		}
-		if g, err = wire.ParseGrant(wait.Cmd, line); err != nil {
-			return err
-		}
+	// The server restarted the lease when it answered the wait, at an
+	// unknown instant after the wait was sent, possibly long after. A
+	// renewal puts the safe deadline on a known send time again.
+	s.token, s.lease = g.Token, s.wantedLease(g.Lease)
+	renew, err := wire.Renew(s.kind, s.key, s.token, s.lease)
+	if err != nil {
+		return err
 	}
-	a.token, a.fence, a.attempt = g.Token, g.Fence, 0
-	a.lease = s.cfg.lease
-	if a.lease == 0 {
-		a.lease = g.Lease // keep the server default we were given
+	sent := time.Now()
+	if line, err = s.conn.exchange(renew, sent.Add(s.c.cfg.connectTimeout)); err != nil {
+		return s.exchangeErr(err)
 	}
-	if !acquired {
-		// The server restarted the lease when it answered the wait, at an
-		// unknown instant after the wait was sent, possibly long after. A
-		// renewal puts the safe deadline on a known send time again.
-		if sent, g.Lease, err = a.confirm(ctx); err != nil {
-			return err
-		}
+	lease, fence, err := wire.ParseRenew(renew.Cmd, line)
+	if err != nil {
+		return fmt.Errorf("grant gone before it was confirmed: %w", err)
 	}
-	a.granted = g.Lease
-	a.setDeadline(sent, g.Lease)
-	ev := Acquired{Key: s.key, Token: g.Token, Lease: g.Lease, Fence: a.fence, Deadline: a.deadline, At: time.Now()}
-	s.setState(StateHeld, &ev)
-	a.out.emit(ev)
-	s.log.Debug().Uint64("fence", g.Fence).Dur("lease", g.Lease).Msg("acquired")
+	if fence == 0 {
+		fence = g.Fence
+	}
+	return s.becomeHeld(sent, g.Token, fence, lease)
+}
+
+// deadlineIn is the deadline a+b from now, or none when the sum overflows
+// (an acquire timeout of "forever").
+func deadlineIn(a, b time.Duration) time.Time {
+	if d := a + b; d >= a {
+		return time.Now().Add(d)
+	}
+	return time.Time{}
+}
+
+// wantedLease is the lease renewals ask for: the configured one, or the
+// server default the grant came with.
+func (s *holdStream) wantedLease(granted time.Duration) time.Duration {
+	if s.cfg.lease != 0 {
+		return s.cfg.lease
+	}
+	return granted
+}
+
+// becomeHeld records a grant of lease requested at sent, emits Acquired and
+// schedules the first renewal. A stream the user stopped meanwhile does not
+// take the grant: it fails, and dropping the connection gives the key back.
+func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, lease time.Duration) error {
+	s.token, s.fence, s.attempt = token, fence, 0
+	s.lease, s.granted = s.wantedLease(lease), lease
+	s.setDeadline(sent, lease)
+	ev := Acquired{Key: s.key, Token: token, Lease: lease, Fence: fence, Deadline: s.deadline, At: time.Now()}
+	s.mu.Lock()
+	if s.stopped() {
+		// Checked under mu, where shut closes stop before it hurries the
+		// connection: either that sees Held, or this sees stop.
+		s.mu.Unlock()
+		return s.stopCause()
+	}
+	s.state, s.grant = StateHeld, ev
+	s.notify()
+	s.mu.Unlock()
+	s.out.emit(ev)
+	s.schedule(sent)
+	s.log.Debug().Uint64("fence", fence).Dur("lease", lease).Msg("acquired")
 	return nil
-}
-
-// confirm renews a grant that came from a wait and returns when the renewal
-// was sent and the lease it applied.
-func (a *holdActor) confirm(ctx context.Context) (sent time.Time, lease time.Duration, err error) {
-	req, err := wire.Renew(a.s.kind, a.s.key, a.token, a.lease)
-	if err != nil {
-		return sent, 0, err
-	}
-	sent = time.Now()
-	line, err := a.call(ctx, req)
-	if err != nil {
-		return sent, 0, err
-	}
-	lease, fence, err := wire.ParseRenew(req.Cmd, line)
-	if err != nil {
-		return sent, 0, fmt.Errorf("grant gone before it was confirmed: %w", err)
-	}
-	if fence != 0 {
-		a.fence = fence
-	}
-	return sent, lease, nil
-}
-
-// call sends req and waits for its reply, delivering events and answering
-// release requests (nothing is held yet) meanwhile. When ctx ends first the
-// connection is closed: the reply would arrive on a connection nobody reads.
-func (a *holdActor) call(ctx context.Context, req wire.Request) (string, error) {
-	reply, err := a.conn.Go(req)
-	if err != nil {
-		return "", connLost(err)
-	}
-	for {
-		select {
-		case <-reply.Done():
-			line, err := reply.Result()
-			return line, connLost(err)
-		case a.out.out() <- a.out.head():
-			a.out.sent()
-		case reply := <-a.s.ctl:
-			reply <- ErrNotHeld
-		case <-ctx.Done():
-			a.dropConn()
-			return "", context.Cause(ctx)
-		}
-	}
 }
 
 // setDeadline records the safe deadline of a grant or renewal of lease
@@ -469,184 +641,246 @@ func (a *holdActor) call(ctx context.Context, req wire.Request) (string, error) 
 // and delivery to the user; the stream acts half a margin (at most 250ms)
 // earlier still, so that timer and scheduling delays cannot push Lost past
 // the deadline it promised.
-func (a *holdActor) setDeadline(sent time.Time, lease time.Duration) {
-	margin := a.s.cfg.safetyMargin
+func (s *holdStream) setDeadline(sent time.Time, lease time.Duration) {
+	margin := s.cfg.safetyMargin
 	if margin == 0 {
 		margin = max(lease/10, 50*time.Millisecond)
 	}
 	margin = min(margin, lease/2)
-	a.deadline = sent.Add(lease - margin)
-	a.lossAt = a.deadline.Add(-min(margin/2, 250*time.Millisecond))
+	s.deadline = sent.Add(lease - margin)
+	s.lossAt = s.deadline.Add(-min(margin/2, 250*time.Millisecond))
 }
 
 // renewInterval is how long after a request the next renewal goes out: the
 // lease times the renew ratio, but never longer than half the server's read
 // timeout, so that the server does not drop an idle holder.
-func (a *holdActor) renewInterval(lease time.Duration) time.Duration {
-	d := time.Duration(float64(lease) * a.s.cfg.renewRatio)
-	return min(d, a.s.c.cfg.serverReadTimeout/2)
+func (s *holdStream) renewInterval(lease time.Duration) time.Duration {
+	d := time.Duration(float64(lease) * s.cfg.renewRatio)
+	return min(d, s.c.cfg.serverReadTimeout/2)
 }
 
-// renewDelay is how long after now the renewal following a request sent at
-// sent goes out: the renew interval, but never later than halfway to the
-// moment the stream would declare Lost, so that a large margin or renew
-// ratio still leaves the reply time to arrive.
-func (a *holdActor) renewDelay(sent time.Time) time.Duration {
-	at := sent.Add(a.renewInterval(a.granted))
-	if half := sent.Add(a.lossAt.Sub(sent) / 2); half.Before(at) {
+// schedule sets the renewal that follows a request sent at sent: after the
+// renew interval, but never later than halfway to the moment the stream
+// would declare Lost, so that a large margin or renew ratio still leaves
+// the reply time to arrive. The renewal's own deadline is that moment, so
+// a server that stops answering is declared lost no later than it.
+func (s *holdStream) schedule(sent time.Time) {
+	at := sent.Add(s.renewInterval(s.granted))
+	if half := sent.Add(s.lossAt.Sub(sent) / 2); half.Before(at) {
 		at = half
 	}
-	return time.Until(at)
-}
-
-// hold keeps the key until the user ends it (byUser: Release, Close or the
-// context; reason is nil when the release succeeded) or it is lost (reason
-// says why).
-func (a *holdActor) hold(ctx context.Context) (reason error, byUser bool) {
-	s := a.s
-	renew := time.NewTimer(a.renewDelay(a.conn.LastUsed()))
-	deadline := time.NewTimer(time.Until(a.lossAt))
-	defer renew.Stop()
-	defer deadline.Stop()
-	var inflight *wire.Call // the renewal out, if any
-	var inflightSent time.Time
-	var renewCmd string
-	for {
-		var replied <-chan struct{}
-		if inflight != nil {
-			replied = inflight.Done()
-		}
-		select {
-		case a.out.out() <- a.out.head():
-			a.out.sent()
-		case <-renew.C:
-			req, err := wire.Renew(s.kind, s.key, a.token, a.lease)
-			if err != nil {
-				return a.lose(err), false
-			}
-			inflightSent, renewCmd = time.Now(), req.Cmd
-			if inflight, err = a.conn.Go(req); err != nil {
-				return a.lose(fmt.Errorf("%w: %w", ErrConnLost, err)), false
-			}
-		case <-replied:
-			line, err := inflight.Result()
-			inflight = nil
-			if err != nil {
-				return a.lose(fmt.Errorf("%w: %w", ErrConnLost, err)), false
-			}
-			lease, fence, err := wire.ParseRenew(renewCmd, line)
-			if err != nil {
-				if errors.Is(err, wire.ErrServer) {
-					err = fmt.Errorf("%w: %w", ErrRenewRefused, err)
-				}
-				return a.lose(err), false
-			}
-			a.granted = lease
-			a.setDeadline(inflightSent, lease)
-			if fence != 0 {
-				a.fence = fence
-			}
-			deadline.Reset(time.Until(a.lossAt))
-			renew.Reset(a.renewDelay(inflightSent))
-			ev := Renewed{Key: s.key, Lease: lease, Fence: a.fence, Deadline: a.deadline, At: time.Now()}
-			s.renewed(ev)
-			a.out.emit(ev)
-		case <-deadline.C:
-			return a.lose(ErrDeadlinePassed), false
-		case <-a.conn.Done():
-			return a.lose(fmt.Errorf("%w: %w", ErrConnLost, a.conn.Err())), false
-		case reply := <-s.ctl:
-			err := a.release()
-			reply <- err
-			return err, true
-		case <-ctx.Done():
-			return a.release(), true
-		}
+	if s.renewal == nil {
+		s.renewal = time.AfterFunc(time.Until(at), s.renewTick)
+	} else {
+		s.renewal.Reset(time.Until(at))
 	}
 }
 
-// release gives the key back. A connection that ended this cleanly goes back
-// to the pool; any other outcome closes it. An error means the key had been
-// lost already.
-func (a *holdActor) release() error {
-	s := a.s
-	req, err := wire.Release(s.kind, s.key, a.token)
+// renewTick runs on the renewal timer's goroutine.
+func (s *holdStream) renewTick() {
+	select {
+	case <-s.turn:
+	case <-s.done:
+		return
+	}
+	if s.State() != StateHeld {
+		s.giveTurn()
+		return
+	}
+	s.out.deliver() // into the room the consumer made since the last event
+	if err := s.renew(); err != nil {
+		s.lose(err, false)
+		return
+	}
+	s.giveTurn()
+}
+
+func (s *holdStream) renew() error {
+	sent := time.Now()
+	if !sent.Before(s.lossAt) {
+		return ErrDeadlinePassed
+	}
+	req, err := wire.Renew(s.kind, s.key, s.token, s.lease)
 	if err != nil {
-		return a.lose(err)
+		return err
 	}
-	line, err := a.await(req, s.c.cfg.connectTimeout)
-	if err == nil {
-		err = wire.ParseOK(req.Cmd, line)
+	line, err := s.conn.exchange(req, s.lossAt)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !s.stopped() {
+			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
+		}
+		return connLost(err)
 	}
+	lease, fence, err := wire.ParseRenew(req.Cmd, line)
 	if err != nil {
 		if errors.Is(err, wire.ErrServer) {
-			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
-		} else {
-			err = fmt.Errorf("%w: %w", ErrConnLost, err)
+			err = fmt.Errorf("%w: %w", ErrRenewRefused, err)
 		}
-		return a.lose(err)
+		return err
 	}
-	s.c.pools[s.srv].put(a.conn)
-	a.conn = nil
-	s.setState(StateEnded, nil)
+	s.granted = lease
+	s.setDeadline(sent, lease)
+	if fence != 0 {
+		s.fence = fence
+	}
+	s.schedule(sent)
+	ev := Renewed{Key: s.key, Lease: lease, Fence: s.fence, Deadline: s.deadline, At: time.Now()}
+	s.mu.Lock()
+	s.grant.Lease, s.grant.Fence, s.grant.Deadline = ev.Lease, ev.Fence, ev.Deadline
+	s.mu.Unlock()
+	s.out.emit(ev)
 	return nil
 }
 
-// await sends req and waits at most timeout for its reply. It serves the
-// release, where nothing else may happen meanwhile: the stream is ending.
-func (a *holdActor) await(req wire.Request, timeout time.Duration) (string, error) {
-	call, err := a.conn.Go(req)
-	if err != nil {
-		return "", err
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+// hungUp runs on the connection watcher's goroutine when the server hangs
+// up on lc.
+func (s *holdStream) hungUp(lc *lockConn) {
 	select {
-	case <-call.Done():
-		return call.Result()
-	case <-t.C:
-		return "", fmt.Errorf("%s: no reply within %v: %w", req.Cmd, timeout, ErrTimeout)
+	case <-s.turn:
+	case <-s.done:
+		return
 	}
+	if s.conn != lc || s.State() != StateHeld {
+		s.giveTurn() // whoever used lc has seen it fail
+		return
+	}
+	s.lose(fmt.Errorf("%w: the server closed the connection", ErrConnLost), false)
+}
+
+// release gives the key back and ends the stream. A connection that ended
+// this cleanly goes back to the pool; any other outcome closes it.
+func (s *holdStream) release(ctx context.Context) error {
+	s.renewal.Stop()
+	req, err := wire.Release(s.kind, s.key, s.token)
+	if err != nil {
+		s.lose(err, true)
+		return err
+	}
+	lc := s.conn
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			s.mu.Lock()
+			if s.live == lc {
+				lc.Interrupt()
+			}
+			s.mu.Unlock()
+		})
+	}
+	line, err := lc.exchange(req, time.Now().Add(s.c.cfg.connectTimeout))
+	if err == nil {
+		err = wire.ParseOK(req.Cmd, line)
+	}
+	if !stop() && err == nil {
+		// ctx ended as the reply came: the lock is released, but the
+		// connection may carry the interruption.
+		lc.close()
+		s.conn = nil
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, wire.ErrServer):
+			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
+		case ctx.Err() != nil:
+			err = fmt.Errorf("%w: release abandoned: %w", ErrConnLost, ctx.Err())
+		default:
+			err = fmt.Errorf("%w: %w", ErrConnLost, err)
+		}
+		s.lose(err, true)
+		return err
+	}
+	if s.conn != nil {
+		s.mu.Lock()
+		s.live = nil
+		s.mu.Unlock()
+		s.conn = nil
+		s.c.pools[s.srv].put(lc)
+	}
+	s.end(Released{Key: s.key, At: time.Now()}, s.userErr())
+	return nil
+}
+
+// userErr is the error a stream ending as its user asked reports.
+func (s *holdStream) userErr() error {
+	if s.stopped() {
+		return closedBy(s.stopCause())
+	}
+	return nil
 }
 
 // lose forgets the grant and closes the connection, so that the server
-// releases anything it still holds for us.
-func (a *holdActor) lose(reason error) error {
-	a.dropConn()
-	a.s.setState(StateBackoff, nil)
-	a.s.log.Debug().Err(reason).Msg("lost")
-	return reason
+// releases anything it still holds for us. Under re-acquire, unless the
+// stream is ending (final, or stopped by the user), it emits Lost and hands
+// the turn to a goroutine that backs off and queues again; otherwise the
+// stream ends with a final Lost.
+func (s *holdStream) lose(reason error, final bool) {
+	s.dropConn()
+	if s.renewal != nil {
+		s.renewal.Stop()
+	}
+	s.log.Debug().Err(reason).Msg("lost")
+	if final || s.stopped() || !s.cfg.reacquire {
+		s.end(Lost{Key: s.key, Reason: reason, Final: true, At: time.Now()}, reason)
+		return
+	}
+	s.setState(StateBackoff)
+	s.out.emit(Lost{Key: s.key, Reason: reason, At: time.Now()})
+	s.c.actors.Go(func() { s.pursue(false) })
 }
 
-func (a *holdActor) dropConn() {
-	if a.conn != nil {
-		_ = a.conn.Close()
-		a.conn = nil
+func (s *holdStream) dropConn() {
+	if s.conn == nil {
+		return
 	}
+	s.mu.Lock()
+	s.live = nil
+	s.mu.Unlock()
+	s.conn.owner.Store(nil)
+	s.conn.close()
+	s.conn = nil
 }
 
 // backoff waits before queueing again, and until the event channel has room
 // for another round's events: acquisitions and losses are never dropped, so
 // behind a consumer that stopped reading the stream pauses rather than let
 // them pile up without bound.
-func (a *holdActor) backoff(ctx context.Context) error {
-	a.s.setState(StateBackoff, nil)
-	a.attempt++
-	t := time.NewTimer(jitterBackoff(a.s.cfg.backoffMin, a.s.cfg.backoffMax, a.attempt))
+func (s *holdStream) backoff() error {
+	s.setState(StateBackoff)
+	s.attempt++
+	t := time.NewTimer(jitterBackoff(s.cfg.backoffMin, s.cfg.backoffMax, s.attempt))
 	defer t.Stop()
 	for {
 		select {
-		case a.out.out() <- a.out.head():
-			a.out.sent()
 		case <-t.C:
-			if a.out.roomForRound() {
+			s.out.deliver()
+			if s.out.roomForRound() {
 				return nil
 			}
-			t.Reset(a.s.cfg.backoffMin)
-		case reply := <-a.s.ctl:
-			reply <- ErrNotHeld
-		case <-ctx.Done():
-			return context.Cause(ctx)
+			t.Reset(s.cfg.backoffMin)
+		case <-s.stop:
+			return s.stopCause()
 		}
 	}
+}
+
+// end emits the terminal event, closes the event channel and Done, and
+// gives the turn back for good: whoever takes it later finds the stream
+// ended.
+func (s *holdStream) end(final Event, err error) {
+	if s.renewal != nil {
+		s.renewal.Stop()
+	}
+	s.dropConn()
+	s.out.emit(final)
+	s.out.close()
+	s.mu.Lock()
+	s.state, s.err = StateEnded, err
+	s.notify()
+	s.mu.Unlock()
+	if s.unhook != nil {
+		s.unhook()
+	}
+	s.c.unregister(s)
+	close(s.done)
+	s.giveTurn()
 }

@@ -570,20 +570,16 @@ func (c *Client) Emit(ctx context.Context, channel, payload string) (int, error)
 	if closed {
 		return 0, ErrClosed
 	}
-	conn, err := c.conn(ctx, 0)
+	var n int
+	err = c.roundTrip(ctx, 0, req, func(line string) (err error) {
+		n, err = wire.ParseSignalReply(line)
+		return err
+	})
 	if err != nil {
+		if errors.Is(err, ErrConnLost) {
+			err = fmt.Errorf("dfstream: emit: %w", err)
+		}
 		return 0, err
 	}
-	line, err := conn.Do(ctx, req)
-	if err != nil {
-		_ = conn.Close()
-		return 0, fmt.Errorf("dfstream: emit: %w: %w", ErrConnLost, err)
-	}
-	n, err := wire.ParseSignalReply(line)
-	if err != nil && !errors.Is(err, wire.ErrServer) {
-		_ = conn.Close()
-		return 0, err
-	}
-	c.pools[0].put(conn)
-	return n, err
+	return n, nil
 }

@@ -2,13 +2,15 @@ package dfstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"sync"
-	"time"
 
 	"github.com/sourcegraph/conc"
 
+	"github.com/dfstream/dfstream/internal/hangup"
 	"github.com/dfstream/dfstream/wire"
 )
 
@@ -38,9 +40,10 @@ type Stats = wire.Stats
 // configuration shared by its streams and a small pool of idle connections
 // per server. A Client is safe for concurrent use; Close it when done.
 type Client struct {
-	cfg    clientConfig
-	dialer wire.Dialer
-	pools  []*pool
+	cfg     clientConfig
+	dialer  wire.Dialer
+	pools   []*pool
+	watcher *hangup.Watcher // notices servers hanging up on lock connections
 
 	mu        sync.Mutex
 	closed    bool
@@ -65,6 +68,7 @@ func New(opts ...Option) (*Client, error) {
 			TLS:       cfg.tls,
 			AuthToken: cfg.authToken,
 		},
+		watcher:   hangup.New(),
 		streams:   make(map[Stream]struct{}),
 		closeDone: make(chan struct{}),
 	}
@@ -101,6 +105,7 @@ func (c *Client) Close() error {
 	for _, p := range c.pools {
 		p.drain()
 	}
+	c.watcher.Close()
 	close(c.closeDone)
 	return nil
 }
@@ -146,21 +151,14 @@ func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := c.conn(ctx, i)
+	var st *Stats
+	err = c.roundTrip(ctx, i, wire.StatsRequest(), func(line string) (err error) {
+		st, err = wire.ParseStats(line)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	line, err := conn.Do(ctx, wire.StatsRequest())
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	st, err := wire.ParseStats(line)
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	c.pools[i].put(conn)
 	return st, nil
 }
 
@@ -176,12 +174,40 @@ func (c *Client) serverIndex(addr string) (int, error) {
 	return 0, fmt.Errorf("dfstream: %q is not a configured server: %w", addr, ErrInvalidInput)
 }
 
-// conn returns an idle pooled connection to server i, or dials a new one.
-func (c *Client) conn(ctx context.Context, i int) (*wire.Conn, error) {
-	if conn := c.pools[i].get(); conn != nil {
-		return conn, nil
+// roundTrip sends req on a pooled connection to server i and hands the
+// reply to parse, within ctx. The connection goes back to the pool unless
+// the exchange failed or the reply was not understood.
+func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse func(line string) error) error {
+	lc, err := c.lockConn(ctx, i)
+	if err != nil {
+		return err
 	}
-	return c.dial(ctx, c.cfg.servers[i])
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, lc.Interrupt)
+	}
+	deadline, bounded := ctx.Deadline()
+	line, err := lc.exchange(req, deadline)
+	interrupted := !stop()
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, ctx.Err(), err)
+	case bounded && errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, context.DeadlineExceeded, err)
+	default:
+		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, ErrConnLost, err)
+	}
+	if err == nil {
+		err = parse(line)
+	}
+	if interrupted || (err != nil && !errors.Is(err, wire.ErrServer)) {
+		// Out of step, or carrying ctx's interruption: never reused.
+		lc.close()
+	} else {
+		c.pools[i].put(lc)
+	}
+	return err
 }
 
 func (c *Client) dial(ctx context.Context, addr string, opts ...wire.ConnOption) (*wire.Conn, error) {
@@ -193,7 +219,7 @@ func (c *Client) dial(ctx context.Context, addr string, opts ...wire.ConnOption)
 }
 
 // register records a live stream so that Client.Close can end it, and runs
-// its actor on the Client's wait group.
+// its actor, if it has one, on the Client's wait group.
 func (c *Client) register(s Stream, actor func()) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -201,10 +227,12 @@ func (c *Client) register(s Stream, actor func()) error {
 		return ErrClosed
 	}
 	c.streams[s] = struct{}{}
-	c.actors.Go(func() {
-		defer c.unregister(s)
-		actor()
-	})
+	if actor != nil {
+		c.actors.Go(func() {
+			defer c.unregister(s)
+			actor()
+		})
+	}
 	return nil
 }
 
@@ -212,64 +240,6 @@ func (c *Client) unregister(s Stream) {
 	c.mu.Lock()
 	delete(c.streams, s)
 	c.mu.Unlock()
-}
-
-// pool keeps idle, authenticated connections to one server. Only
-// connections that ended a clean exchange are put back; a connection is
-// dropped when the server closed it or when it has been idle long enough
-// for the server's read timeout to be near.
-type pool struct {
-	mu         sync.Mutex
-	closed     bool
-	idle       []*wire.Conn
-	max        int
-	staleAfter time.Duration
-}
-
-func (p *pool) get() *wire.Conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.idle) > 0 {
-		conn := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		if p.usable(conn) {
-			return conn
-		}
-		_ = conn.Close()
-	}
-	return nil
-}
-
-func (p *pool) usable(conn *wire.Conn) bool {
-	select {
-	case <-conn.Done():
-		return false
-	default:
-	}
-	return conn.Idle() && time.Since(conn.LastUsed()) < p.staleAfter
-}
-
-// put returns conn to the pool, or closes it when the pool is full.
-func (p *pool) put(conn *wire.Conn) {
-	p.mu.Lock()
-	if !p.closed && len(p.idle) < p.max && p.usable(conn) {
-		p.idle = append(p.idle, conn)
-		conn = nil
-	}
-	p.mu.Unlock()
-	if conn != nil {
-		_ = conn.Close()
-	}
-}
-
-func (p *pool) drain() {
-	p.mu.Lock()
-	idle := p.idle
-	p.idle, p.closed = nil, true
-	p.mu.Unlock()
-	for _, conn := range idle {
-		_ = conn.Close()
-	}
 }
 
 // outbox delivers a stream's events without ever blocking the actor.
@@ -329,8 +299,21 @@ func (o *outbox) flush() {
 	}
 }
 
-// out returns the channel to select a send of head on, or nil when nothing
-// may be sent now.
+// deliver moves pending events into the channel as far as the consumer
+// has made room: Renewed only into the soft part, as in emit.
+func (o *outbox) deliver() {
+	for o.out() != nil {
+		select {
+		case o.ch <- o.pending[0]:
+			o.sent()
+		default:
+			return
+		}
+	}
+}
+
+// out returns the channel the oldest pending event may be sent on now, or
+// nil when none may.
 func (o *outbox) out() chan<- Event {
 	if len(o.pending) == 0 {
 		return nil
@@ -339,13 +322,6 @@ func (o *outbox) out() chan<- Event {
 		return nil
 	}
 	return o.ch
-}
-
-func (o *outbox) head() Event {
-	if len(o.pending) == 0 {
-		return nil
-	}
-	return o.pending[0]
 }
 
 // sent records that the head was delivered.

@@ -175,15 +175,20 @@ func (d *Dialer) DialSync(ctx context.Context, addr string) (*SyncConn, error) {
 		return c, nil
 	}
 	stop := context.AfterFunc(ctx, c.Interrupt)
-	deadline, _ := ctx.Deadline()
+	deadline, bounded := ctx.Deadline()
 	line, err := c.Exchange(auth, deadline)
 	stop()
 	if err == nil {
 		err = authReply(line)
 	}
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		case bounded && errors.Is(err, os.ErrDeadlineExceeded):
+			// The socket's deadline is ctx's, and may pass just before
+			// ctx's own timer fires.
+			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 		}
 		_ = c.Close()
 		return nil, fmt.Errorf("dflockd: dial %s: auth: %w", addr, err)

@@ -1,0 +1,116 @@
+package dfstream
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dfstream/dfstream/internal/hangup"
+	"github.com/dfstream/dfstream/wire"
+)
+
+// lockConn is a connection for locks, semaphores and one-off requests: a
+// wire.SyncConn, which its user drives on its own goroutine, watched for the
+// server hanging up while nobody is reading it.
+type lockConn struct {
+	*wire.SyncConn
+	watch  *hangup.Watch
+	hungUp atomic.Bool
+	owner  atomic.Pointer[holdStream] // told when the server hangs up
+}
+
+// lockConn returns an idle pooled connection to server i, or dials one.
+func (c *Client) lockConn(ctx context.Context, i int) (*lockConn, error) {
+	if lc := c.pools[i].get(); lc != nil {
+		return lc, nil
+	}
+	sc, err := c.dialer.DialSync(ctx, c.cfg.servers[i])
+	if err != nil {
+		return nil, fmt.Errorf("dfstream: %w", err)
+	}
+	lc := &lockConn{SyncConn: sc}
+	if lc.watch, err = c.watcher.Watch(sc.NetConn(), lc.hangUp); err != nil {
+		_ = sc.Close()
+		return nil, fmt.Errorf("dfstream: %w: %w", ErrClosed, err)
+	}
+	return lc, nil
+}
+
+func (lc *lockConn) hangUp() {
+	lc.hungUp.Store(true)
+	if s := lc.owner.Load(); s != nil {
+		s.hungUp(lc)
+	}
+}
+
+// exchange sends req and reads its reply before deadline. A failure closes
+// the connection.
+func (lc *lockConn) exchange(req wire.Request, deadline time.Time) (string, error) {
+	lc.watch.Pause()
+	line, err := lc.Exchange(req, deadline)
+	if err == nil {
+		lc.watch.Resume()
+	}
+	return line, err
+}
+
+func (lc *lockConn) close() {
+	lc.watch.Stop()
+	_ = lc.SyncConn.Close()
+}
+
+// pool keeps idle, authenticated connections to one server. Only
+// connections that ended a clean exchange are put back; a connection is
+// dropped when the server hung up on it or when it has been idle long
+// enough for the server's read timeout to be near.
+type pool struct {
+	mu         sync.Mutex
+	closed     bool
+	idle       []*lockConn
+	max        int
+	staleAfter time.Duration
+}
+
+func (p *pool) get() *lockConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.idle) > 0 {
+		lc := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if p.usable(lc) {
+			return lc
+		}
+		lc.close()
+	}
+	return nil
+}
+
+func (p *pool) usable(lc *lockConn) bool {
+	return !lc.hungUp.Load() && lc.Err() == nil && time.Since(lc.LastUsed()) < p.staleAfter
+}
+
+// put returns lc to the pool, or closes it when the pool is full.
+func (p *pool) put(lc *lockConn) {
+	lc.owner.Store(nil)
+	p.mu.Lock()
+	if !p.closed && len(p.idle) < p.max && p.usable(lc) {
+		p.idle = append(p.idle, lc)
+		lc = nil
+	}
+	p.mu.Unlock()
+	if lc != nil {
+		lc.close()
+	}
+}
+
+func (p *pool) drain() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, lc := range idle {
+		lc.close()
+	}
+}
