@@ -248,7 +248,9 @@ func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 // the release fails (the server refused it, or did not answer within the
 // connect timeout, or ctx ended first) the connection is closed, which
 // makes the server release anything left, and the stream ends with a final
-// Lost carrying the error Release returns.
+// Lost carrying the error Release returns. A renewal in flight is finished
+// first (within the connect timeout); if ctx ends meanwhile, Release
+// returns ctx's error and the stream goes on holding the key.
 func (s *holdStream) Release(ctx context.Context) error {
 	if s.State() != StateHeld {
 		return ErrNotHeld
@@ -706,10 +708,10 @@ func (s *holdStream) renew() error {
 	}
 	line, err := s.conn.exchange(req, s.lossAt)
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) && !s.stopped() {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt) {
 			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
 		}
-		return connLost(err)
+		return connLost(err) // or cut short by a release
 	}
 	lease, fence, err := wire.ParseRenew(req.Cmd, line)
 	if err != nil {

@@ -6,14 +6,16 @@ import (
 	"github.com/dfstream/dfstream/wire"
 )
 
-// LockStream is the life of one exclusive lock: an actor goroutine that owns
-// one connection, queues for the key, holds it while renewing its lease, and
+// LockStream is the life of one exclusive lock: an actor that owns one
+// connection, queues for the key, holds it while renewing its lease, and
 // reports each step as an Event. Start one with Client.Lock.
 //
 // While it holds the lock the stream renews at lease × renew ratio (and at
-// least every half of the server's read timeout), keeps a read pending so
-// that a server that goes away is noticed at once, and emits Lost no later
-// than the local safe deadline if a renewal is not confirmed in time.
+// least every half of the server's read timeout), notices at once when the
+// server hangs up on its connection, and emits Lost no later than the local
+// safe deadline if a renewal is not confirmed in time. A held stream runs
+// no goroutine of its own (on Linux; elsewhere one, with a read pending):
+// its renewals run on a timer and its release on the caller.
 type LockStream struct {
 	*holdStream
 }
@@ -22,8 +24,13 @@ var _ Stream = (*LockStream)(nil)
 
 // Lock starts a stream that acquires the exclusive lock key and holds it
 // until released, closed, lost, or ctx ends (ending ctx releases the lock).
-// It returns at once; follow the stream with Events, or block with Wait.
-// Invalid input is reported here, before anything is sent.
+//
+// Lock returns once the server has answered the enqueue (one round trip on
+// a pooled connection, bounded by the connect timeout): the stream then
+// holds the key, or is queued for it and waits on a goroutine of its own,
+// or has ended with Failed (unreachable server, refused auth, limits…;
+// see Err). Follow it with Events, or block with Wait. Invalid input is
+// returned here as an error, before anything is sent.
 func (c *Client) Lock(ctx context.Context, key string, opts ...StreamOption) (*LockStream, error) {
 	h, err := c.startHold(ctx, wire.KindLock, key, 0, opts)
 	if err != nil {

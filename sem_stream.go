@@ -22,7 +22,8 @@ func (s *SemStream) Limit() int { return s.limit }
 // Semaphore starts a stream that acquires one slot of the semaphore key,
 // which allows limit holders at once, and holds it until released, closed,
 // lost, or ctx ends. The limit must be positive and the same for every
-// client of the key (ErrLimitMismatch otherwise). It returns at once.
+// client of the key (ErrLimitMismatch otherwise). Like Lock, it returns
+// once the server has answered the enqueue.
 func (c *Client) Semaphore(ctx context.Context, key string, limit int, opts ...StreamOption) (*SemStream, error) {
 	h, err := c.startHold(ctx, wire.KindSemaphore, key, limit, opts)
 	if err != nil {

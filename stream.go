@@ -14,8 +14,10 @@ import (
 	"github.com/dfstream/dfstream/wire"
 )
 
-// Stream is what every dfstream stream offers: an actor goroutine that owns
-// one connection and reports what happens on an event channel.
+// Stream is what every dfstream stream offers: an actor that owns one
+// connection and reports what happens on an event channel. A signal
+// stream's actor is a goroutine; a lock or semaphore stream's runs on
+// whichever goroutine does its next step (see LockStream).
 type Stream interface {
 	// Events returns the stream's events, in order. The channel is closed
 	// after the stream's terminal event. The actor never waits for the

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"regexp"
@@ -280,11 +281,17 @@ func TestServerDeadWaiterKeepsItsPlace(t *testing.T) {
 	r := a.do("l", "k", "0")
 	m := grantRE.FindStringSubmatch(r)
 	require.NotNil(t, m)
+	queued := func(n int) func() bool {
+		return func() bool { return strings.Contains(a.do("stats", "_", ""), fmt.Sprintf(`"waiters":%d`, n)) }
+	}
+	// Each waiter is queued before the next asks: their connections are
+	// served concurrently, so only that fixes the order.
 	dead := dialRaw(t, s)
 	dead.req("l", "k", "5")
+	require.Eventually(t, queued(1), 2*time.Second, 5*time.Millisecond)
 	live := dialRaw(t, s)
 	live.req("l", "k", "5")
-	time.Sleep(50 * time.Millisecond)
+	require.Eventually(t, queued(2), 2*time.Second, 5*time.Millisecond)
 	_ = dead.nc.Close()
 	time.Sleep(50 * time.Millisecond)
 	st := a.do("stats", "_", "")

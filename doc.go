@@ -1,0 +1,16 @@
+// Package dfstream is a client for dflockd, the distributed lock server:
+// exclusive locks and counting semaphores with FIFO queues and leases, and
+// pub/sub signals with NATS-style wildcards and queue groups.
+//
+// Every primitive is an actor that owns its connection and reports what
+// happens to it as typed events on a channel: a LockStream or SemStream
+// (Client.Lock, Client.Semaphore) emits Queued, Acquired, Renewed, Lost and
+// Released; a SignalStream (Client.Signals) emits Signal and connection
+// events; a Router maps signal subjects to handlers. Streams keep a
+// consumer that stops reading from stalling them, declare a lock Lost no
+// later than its local safe deadline, reject bad input before sending a
+// byte, and report errors that match this package's sentinels with
+// errors.Is.
+//
+// The dflockdtest package is an in-process server for tests and examples.
+package dfstream

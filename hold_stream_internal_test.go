@@ -1,0 +1,73 @@
+package dfstream
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfstream/dfstream/dflockdtest"
+	"github.com/dfstream/dfstream/internal/hangup"
+)
+
+// The tests in the root package run on Linux with the epoll watcher; these
+// run lock streams on the portable one, which other platforms use: a
+// goroutine with a read pending per connection, paused around exchanges.
+
+func portableClient(t *testing.T, addr string) *Client {
+	t.Helper()
+	c, err := New(WithServers(addr))
+	require.NoError(t, err)
+	c.watcher = hangup.NewPortable()
+	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	return c
+}
+
+func TestPortableWatcherReportsADroppedConnectionAtOnce(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	c := portableClient(t, srv.Addr())
+	s, err := c.AcquireLock(context.Background(), "portable/drop", WithLease(time.Minute))
+	require.NoError(t, err)
+
+	srv.DropConnections()
+	dropped := time.Now()
+	for ev := range s.Events() {
+		if lost, ok := ev.(Lost); ok {
+			assert.ErrorIs(t, lost.Reason, ErrConnLost)
+			assert.Less(t, lost.At.Sub(dropped), 100*time.Millisecond)
+			return
+		}
+	}
+	t.Fatal("no Lost")
+}
+
+func TestPortableWatcherLetsRenewalsAndReleasesThrough(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	c := portableClient(t, srv.Addr())
+	const key = "portable/renew"
+
+	s, err := c.AcquireLock(context.Background(), key, WithLease(600*time.Millisecond))
+	require.NoError(t, err)
+	time.Sleep(2 * time.Second)
+	renewed := 0
+	for len(s.Events()) > 0 {
+		ev := <-s.Events()
+		_, lost := ev.(Lost)
+		require.False(t, lost)
+		if _, ok := ev.(Renewed); ok {
+			renewed++
+		}
+	}
+	assert.GreaterOrEqual(t, renewed, 3)
+	require.NoError(t, s.Release(context.Background()))
+	assert.Len(t, c.pools[0].idle, 1, "the released connection is pooled")
+
+	again, err := c.AcquireLock(context.Background(), key)
+	require.NoError(t, err, "on the pooled connection, its watch resumed")
+	assert.Empty(t, c.pools[0].idle)
+	require.NoError(t, again.Release(context.Background()))
+}
