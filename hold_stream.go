@@ -249,26 +249,43 @@ func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 // connect timeout, or ctx ended first) the connection is closed, which
 // makes the server release anything left, and the stream ends with a final
 // Lost carrying the error Release returns. A renewal in flight is finished
-// first (within the connect timeout); if ctx ends meanwhile, Release
-// returns ctx's error and the stream goes on holding the key.
+// first (within the connect timeout): if the key is lost meanwhile,
+// Release returns ErrNotHeld; if ctx ends, ctx's error, and the stream goes
+// on holding the key.
 func (s *holdStream) Release(ctx context.Context) error {
-	if s.State() != StateHeld {
-		return ErrNotHeld
-	}
-	select {
-	case <-s.turn:
-	default:
-		// A renewal is in flight: it must not hold the release up
-		// longer than the server is given to answer one.
-		s.hurry(false)
+	hurried := false
+	for {
+		s.mu.Lock()
+		if s.state != StateHeld {
+			s.mu.Unlock()
+			return ErrNotHeld
+		}
+		changed := s.awaitChange()
+		s.mu.Unlock()
 		select {
 		case <-s.turn:
-		case <-s.done:
-			return ErrNotHeld
+			return s.releaseTurn(ctx)
+		default:
+		}
+		if !hurried {
+			// A renewal is in flight: it must not hold the release up
+			// longer than the server is given to answer one.
+			s.hurry(false)
+			hurried = true
+		}
+		select {
+		case <-s.turn:
+			return s.releaseTurn(ctx)
+		case <-changed: // lost meanwhile, say: look again
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+// releaseTurn releases the key with the turn just taken, if it is still
+// held.
+func (s *holdStream) releaseTurn(ctx context.Context) error {
 	if s.State() != StateHeld {
 		s.giveTurn()
 		return ErrNotHeld
@@ -769,7 +786,13 @@ func (s *holdStream) release(ctx context.Context) error {
 			s.mu.Unlock()
 		})
 	}
-	line, err := lc.exchange(req, time.Now().Add(s.c.cfg.connectTimeout))
+	// Until the reply, the stream still claims the key: past the moment it
+	// promised to give that claim up, the release is a loss.
+	deadline := time.Now().Add(s.c.cfg.connectTimeout)
+	if s.lossAt.Before(deadline) {
+		deadline = s.lossAt
+	}
+	line, err := lc.exchange(req, deadline)
 	if err == nil {
 		err = wire.ParseOK(req.Cmd, line)
 	}
@@ -785,6 +808,8 @@ func (s *holdStream) release(ctx context.Context) error {
 			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
 		case ctx.Err() != nil:
 			err = fmt.Errorf("%w: release abandoned: %w", ErrConnLost, ctx.Err())
+		case errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt):
+			err = fmt.Errorf("%w: no reply to the release: %w", ErrDeadlinePassed, err)
 		default:
 			err = fmt.Errorf("%w: %w", ErrConnLost, err)
 		}
@@ -793,10 +818,10 @@ func (s *holdStream) release(ctx context.Context) error {
 	}
 	if s.conn != nil {
 		s.mu.Lock()
-		s.live = nil
+		s.live = nil // from here on, hurry leaves lc alone
 		s.mu.Unlock()
 		s.conn = nil
-		s.c.pools[s.srv].put(lc)
+		s.c.pools[s.srv].put(lc) // unless a hurry came first: see usable
 	}
 	s.end(Released{Key: s.key, At: time.Now()}, s.userErr())
 	return nil

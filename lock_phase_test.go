@@ -149,3 +149,39 @@ func TestReleaseToASilentServerEndsWithItsContext(t *testing.T) {
 	<-s.Done()
 	assert.ErrorIs(t, s.Err(), context.DeadlineExceeded)
 }
+
+func TestReleaseDuringARenewalThatLosesTheKeyUnderReacquireReturnsNotHeld(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "freeze")
+	c := newClient(t, []string{addr}, dfstream.WithConnectTimeout(300*time.Millisecond))
+	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(20*time.Second),
+		dfstream.WithRenewRatio(0.05), dfstream.WithReacquire(time.Second, time.Second))
+	require.NoError(t, err)
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+	time.Sleep(1500 * time.Millisecond) // a renewal is in flight
+
+	start := time.Now()
+	err = s.Release(context.Background())
+	assert.ErrorIs(t, err, dfstream.ErrNotHeld, "the renewal it waited for lost the key")
+	assert.Less(t, time.Since(start), 3*time.Second, "not until the stream holds the key again")
+}
+
+func TestReleaseToASilentServerIsALossNoLaterThanTheSafeDeadline(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "freeze")
+	c := newClient(t, []string{addr}) // the connect timeout, 10 s, is far beyond the deadline
+	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(2*time.Second))
+	require.NoError(t, err)
+	acq := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
+	srv.Freeze()
+	t.Cleanup(srv.Thaw)
+
+	err = s.Release(context.Background())
+	assert.ErrorIs(t, err, dfstream.ErrDeadlinePassed)
+	lost := nextOf[dfstream.Lost](t, s.Events(), time.Second)
+	assert.True(t, lost.Final)
+	assert.False(t, lost.At.After(acq.Deadline), "Lost at %v, safe deadline %v", lost.At, acq.Deadline)
+}

@@ -87,8 +87,12 @@ func (p *pool) get() *lockConn {
 	return nil
 }
 
+// usable reports whether lc may serve another user: the server has not
+// hung up, nothing failed, the server's read timeout is not near, and no
+// deadline meant for its last user waits for the next exchange.
 func (p *pool) usable(lc *lockConn) bool {
-	return !lc.hungUp.Load() && lc.Err() == nil && time.Since(lc.LastUsed()) < p.staleAfter
+	return !lc.hungUp.Load() && lc.Err() == nil && !lc.Expedited() &&
+		time.Since(lc.LastUsed()) < p.staleAfter
 }
 
 // put returns lc to the pool, or closes it when the pool is full.

@@ -105,6 +105,14 @@ func (c *SyncConn) Expedite(t time.Time) {
 	}
 }
 
+// Expedited reports whether an Expedite or Interrupt is waiting to bound
+// the next exchange: a connection handed to a new user must not carry one.
+func (c *SyncConn) Expedited() bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	return !c.limit.IsZero()
+}
+
 // Interrupt ends the exchange in flight at once, or the next one.
 func (c *SyncConn) Interrupt() { c.Expedite(aLongTimeAgo) }
 
@@ -177,13 +185,16 @@ func (d *Dialer) DialSync(ctx context.Context, addr string) (*SyncConn, error) {
 	stop := context.AfterFunc(ctx, c.Interrupt)
 	deadline, bounded := ctx.Deadline()
 	line, err := c.Exchange(auth, deadline)
-	stop()
+	if !stop() && err == nil {
+		// ctx ended as the reply came; the interruption is pending.
+		err = fmt.Errorf("auth interrupted: %w", ctx.Err())
+	}
 	if err == nil {
 		err = authReply(line)
 	}
 	if err != nil {
 		switch {
-		case ctx.Err() != nil:
+		case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
 			err = fmt.Errorf("%w: %w", ctx.Err(), err)
 		case bounded && errors.Is(err, os.ErrDeadlineExceeded):
 			// The socket's deadline is ctx's, and may pass just before

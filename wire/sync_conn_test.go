@@ -164,3 +164,14 @@ func TestDialSyncAuthCancelled(t *testing.T) {
 	_, err := (&wire.Dialer{AuthToken: "x"}).DialSync(ctx, addr)
 	assert.ErrorIs(t, err, context.Canceled)
 }
+
+func TestSyncConnExpeditedUntilTheNextExchange(t *testing.T) {
+	t.Parallel()
+	c := syncConn(t, (*peer).echo)
+	assert.False(t, c.Expedited())
+	c.Expedite(time.Now().Add(time.Hour))
+	assert.True(t, c.Expedited(), "a pooled connection must not carry this to its next user")
+	_, err := c.Exchange(lreq("k"), soon())
+	require.NoError(t, err)
+	assert.False(t, c.Expedited(), "the exchange it bounded took it")
+}

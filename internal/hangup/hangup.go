@@ -236,6 +236,8 @@ func (r *reader) pause() {
 	r.paused = true
 	r.leave()
 	r.mu.Unlock()
+	// The owner reads next, with deadlines of its own or none.
+	_ = r.nc.SetReadDeadline(time.Time{})
 }
 
 func (r *reader) resume() {
