@@ -51,8 +51,8 @@ func (s State) String() string {
 // capacity one) runs the machine and owns the connection, so the stream's
 // steps are serialised exactly as an actor's messages are. Each step runs
 // where it costs least: the enqueue on the goroutine that calls Lock, a
-// release on the goroutine that calls Release or Close, a renewal on its
-// timer, a hang-up on the Client's connection watcher. The stream has a
+// release on the goroutine that calls Release or Close, a renewal when the
+// Client's schedule says it is due, a hang-up on the Client's connection watcher. The stream has a
 // goroutine of its own only while it waits in the queue or backs off, so a
 // held lock costs no goroutine and an uncontended cycle no goroutine
 // handoff (on a 2-core machine each handoff costs about as much as a
@@ -84,7 +84,10 @@ type holdStream struct {
 	deadline   time.Time // the safe deadline promised in events
 	lossAt     time.Time // when to declare Lost: a little before deadline
 	attempt    int
-	renewal    *time.Timer
+
+	// Guarded by the Client's renewals.
+	renewAt    time.Time
+	renewIndex int // in the renewal heap; -1 when not scheduled
 
 	mu         sync.Mutex // guards what follows, which is read without the turn
 	state      State
@@ -129,6 +132,7 @@ func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limi
 		stop:       make(chan struct{}),
 		turn:       make(chan struct{}, 1), // empty: the caller has the turn
 		out:        newOutbox(cfg.eventBuffer),
+		renewIndex: -1,
 	}
 	s.events = s.out.ch
 	if s.log.GetLevel() != zerolog.Disabled {
@@ -688,14 +692,10 @@ func (s *holdStream) schedule(sent time.Time) {
 	if half := sent.Add(s.lossAt.Sub(sent) / 2); half.Before(at) {
 		at = half
 	}
-	if s.renewal == nil {
-		s.renewal = time.AfterFunc(time.Until(at), s.renewTick)
-	} else {
-		s.renewal.Reset(time.Until(at))
-	}
+	s.c.renewals.add(s, at)
 }
 
-// renewTick runs on the renewal timer's goroutine.
+// renewTick runs on a goroutine of its own when the renewal is due.
 func (s *holdStream) renewTick() {
 	select {
 	case <-s.turn:
@@ -769,7 +769,7 @@ func (s *holdStream) hungUp(lc *lockConn) {
 // release gives the key back and ends the stream. A connection that ended
 // this cleanly goes back to the pool; any other outcome closes it.
 func (s *holdStream) release(ctx context.Context) error {
-	s.renewal.Stop()
+	s.c.renewals.remove(s)
 	req, err := wire.Release(s.kind, s.key, s.token)
 	if err != nil {
 		s.lose(err, true)
@@ -842,9 +842,7 @@ func (s *holdStream) userErr() error {
 // stream ends with a final Lost.
 func (s *holdStream) lose(reason error, final bool) {
 	s.dropConn()
-	if s.renewal != nil {
-		s.renewal.Stop()
-	}
+	s.c.renewals.remove(s)
 	s.log.Debug().Err(reason).Msg("lost")
 	if final || s.stopped() || !s.cfg.reacquire {
 		s.end(Lost{Key: s.key, Reason: reason, Final: true, At: time.Now()}, reason)
@@ -894,9 +892,7 @@ func (s *holdStream) backoff() error {
 // gives the turn back for good: whoever takes it later finds the stream
 // ended.
 func (s *holdStream) end(final Event, err error) {
-	if s.renewal != nil {
-		s.renewal.Stop()
-	}
+	s.c.renewals.remove(s)
 	s.dropConn()
 	s.out.emit(final)
 	s.out.close()

@@ -42,10 +42,11 @@ type Stats = wire.Stats
 // configuration shared by its streams and a small pool of idle connections
 // per server. A Client is safe for concurrent use; Close it when done.
 type Client struct {
-	cfg     clientConfig
-	dialer  wire.Dialer
-	pools   []*pool
-	watcher *hangup.Watcher // notices servers hanging up on lock connections
+	cfg      clientConfig
+	dialer   wire.Dialer
+	pools    []*pool
+	watcher  *hangup.Watcher // notices servers hanging up on lock connections
+	renewals renewals        // when held streams renew
 
 	mu        sync.Mutex
 	closed    bool
@@ -108,6 +109,7 @@ func (c *Client) Close() error {
 		p.drain()
 	}
 	c.watcher.Close()
+	c.renewals.close()
 	close(c.closeDone)
 	return nil
 }
