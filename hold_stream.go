@@ -52,8 +52,9 @@ func (s State) String() string {
 // steps are serialised exactly as an actor's messages are. Each step runs
 // where it costs least: the enqueue on the goroutine that calls Lock, a
 // release on the goroutine that calls Release or Close, a renewal when the
-// Client's schedule says it is due, a hang-up on the Client's connection watcher. The stream has a
-// goroutine of its own only while it waits in the queue or backs off, so a
+// Client's schedule says it is due, a hang-up on the Client's connection
+// watcher. The stream has a goroutine of its own only while it waits in the
+// queue or backs off, so a
 // held lock costs no goroutine and an uncontended cycle no goroutine
 // handoff (on a 2-core machine each handoff costs about as much as a
 // quarter of the cycle itself).
@@ -84,6 +85,7 @@ type holdStream struct {
 	deadline   time.Time // the safe deadline promised in events
 	lossAt     time.Time // when to declare Lost: a little before deadline
 	attempt    int
+	renewDue   time.Time // when the next renewal is due
 
 	// Guarded by the Client's renewals.
 	renewAt    time.Time
@@ -515,7 +517,8 @@ func (s *holdStream) exchangeErr(err error) error {
 func (s *holdStream) connect() (*lockConn, error) {
 	lc := s.c.pools[s.srv].get()
 	if lc == nil {
-		ctx, cancel := context.WithCancel(context.Background())
+		// Bounded here, so that the dialer need not bound it again.
+		ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
 		defer cancel()
 		s.mu.Lock()
 		s.dialCancel = cancel
@@ -687,15 +690,23 @@ func (s *holdStream) renewInterval(lease time.Duration) time.Duration {
 // would declare Lost, so that a large margin or renew ratio still leaves
 // the reply time to arrive. The renewal's own deadline is that moment, so
 // a server that stops answering is declared lost no later than it.
+//
+// A connection not yet watched for hang-ups is seen to first, after
+// watchDelay (see lockConn).
 func (s *holdStream) schedule(sent time.Time) {
 	at := sent.Add(s.renewInterval(s.granted))
 	if half := sent.Add(s.lossAt.Sub(sent) / 2); half.Before(at) {
 		at = half
 	}
+	s.renewDue = at
+	if watchAt := time.Now().Add(watchDelay); s.conn.watch == nil && watchAt.Before(at) {
+		at = watchAt
+	}
 	s.c.renewals.add(s, at)
 }
 
-// renewTick runs on a goroutine of its own when the renewal is due.
+// renewTick runs on a goroutine of its own when the stream's schedule is
+// due: it has the connection watched, and renews when that is due.
 func (s *holdStream) renewTick() {
 	select {
 	case <-s.turn:
@@ -707,6 +718,17 @@ func (s *holdStream) renewTick() {
 		return
 	}
 	s.out.deliver() // into the room the consumer made since the last event
+	if s.conn.watch == nil {
+		if err := s.conn.watchWith(s.c.watcher); err != nil {
+			s.lose(fmt.Errorf("%w: watching the connection: %w", ErrConnLost, err), false)
+			return
+		}
+		if time.Now().Before(s.renewDue) {
+			s.c.renewals.add(s, s.renewDue)
+			s.giveTurn()
+			return
+		}
+	}
 	if err := s.renew(); err != nil {
 		s.lose(err, false)
 		return

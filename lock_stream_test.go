@@ -156,20 +156,42 @@ func TestLockIsLostBeforeTheSafeDeadlineWhenTheServerFreezes(t *testing.T) {
 
 func TestLockIsLostWithin100msWhenTheConnectionDrops(t *testing.T) {
 	t.Parallel()
-	addr, srv := testServer(t, dflockdtest.Config{})
-	needServer(t, srv, "drop connections")
-	c := newClient(t, []string{addr})
+	// A connection is watched for hang-ups from when it is first pooled,
+	// or once its stream has held the key a little while: each way, the
+	// drop is noticed at once, not at the next renewal.
+	for _, tc := range []struct {
+		name   string
+		pooled bool          // the stream takes a connection from the pool
+		held   time.Duration // how long it holds before the drop
+	}{
+		{"fresh connection, dropped at once", false, 0},
+		{"fresh connection, dropped later", false, 200 * time.Millisecond},
+		{"pooled connection", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			addr, srv := testServer(t, dflockdtest.Config{})
+			needServer(t, srv, "drop connections")
+			c := newClient(t, []string{addr})
+			if tc.pooled {
+				warm, err := c.AcquireLock(context.Background(), testKey(t, "warm"))
+				require.NoError(t, err)
+				require.NoError(t, warm.Release(context.Background()))
+			}
 
-	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(30*time.Second))
-	require.NoError(t, err)
-	nextOf[dfstream.Acquired](t, s.Events(), time.Second)
-	dropped := time.Now()
-	srv.DropConnections()
-	lost := nextOf[dfstream.Lost](t, s.Events(), 5*time.Second)
-	assert.ErrorIs(t, lost.Reason, dfstream.ErrConnLost)
-	assert.Less(t, lost.At.Sub(dropped), 100*time.Millisecond, "noticed at once, not at the next renewal")
-	requireClosed(t, s.Events())
-	assert.ErrorIs(t, s.Err(), dfstream.ErrConnLost)
+			s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(30*time.Second))
+			require.NoError(t, err)
+			nextOf[dfstream.Acquired](t, s.Events(), time.Second)
+			time.Sleep(tc.held)
+			dropped := time.Now()
+			srv.DropConnections()
+			lost := nextOf[dfstream.Lost](t, s.Events(), 5*time.Second)
+			assert.ErrorIs(t, lost.Reason, dfstream.ErrConnLost)
+			assert.Less(t, lost.At.Sub(dropped), 100*time.Millisecond, "noticed at once, not at the next renewal")
+			requireClosed(t, s.Events())
+			assert.ErrorIs(t, s.Err(), dfstream.ErrConnLost)
+		})
+	}
 }
 
 func TestLockIsLostWhenTheServerRefusesARenewal(t *testing.T) {

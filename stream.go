@@ -76,7 +76,7 @@ func New(opts ...Option) (*Client, error) {
 		closeDone: make(chan struct{}),
 	}
 	for range cfg.servers {
-		c.pools = append(c.pools, &pool{max: cfg.poolSize, staleAfter: cfg.serverReadTimeout / 2})
+		c.pools = append(c.pools, &pool{watcher: c.watcher, max: cfg.poolSize, staleAfter: cfg.serverReadTimeout / 2})
 	}
 	return c, nil
 }

@@ -363,11 +363,8 @@ func (d *Dialer) Dial(ctx context.Context, addr string, opts ...ConnOption) (*Co
 	if err != nil {
 		return nil, err
 	}
-	if d.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := d.bound(ctx)
+	defer cancel()
 	nc, err := d.connect(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -384,6 +381,18 @@ func (d *Dialer) Dial(ctx context.Context, addr string, opts ...ConnOption) (*Co
 		}
 	}
 	return c, nil
+}
+
+// bound applies d.Timeout to ctx, unless ctx already ends sooner (a
+// context less to make on every dial).
+func (d *Dialer) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d.Timeout <= 0 {
+		return ctx, func() {}
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d.Timeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d.Timeout)
 }
 
 // authRequest validates the token before connecting: a bad one would

@@ -169,11 +169,8 @@ func (d *Dialer) DialSync(ctx context.Context, addr string) (*SyncConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := d.bound(ctx)
+	defer cancel()
 	nc, err := d.connect(ctx, addr)
 	if err != nil {
 		return nil, err
