@@ -117,11 +117,6 @@ func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limi
 	if err != nil {
 		return nil, err
 	}
-	// Build the wait once too, so that every input error surfaces here,
-	// before a connection exists.
-	if _, err := wire.Wait(kind, key, cfg.acquireTimeout); err != nil {
-		return nil, err
-	}
 	srv, err := c.shard(key)
 	if err != nil {
 		return nil, err

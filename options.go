@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/dfstream/dfstream/wire"
 )
 
 // Defaults used when no option says otherwise.
@@ -187,6 +189,11 @@ func WithAcquireTimeout(d time.Duration) StreamOption {
 	return streamOption(func(c *streamConfig) error {
 		if d < 0 {
 			return invalidOption("WithAcquireTimeout", d, "must not be negative")
+		}
+		// Checked here, once, rather than on every acquire: the wait
+		// request carries it in whole seconds.
+		if _, err := wire.Seconds("timeout", d); err != nil {
+			return invalidOption("WithAcquireTimeout", d, "longer than the protocol can carry")
 		}
 		c.acquireTimeout = d
 		return nil
