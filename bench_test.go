@@ -16,7 +16,17 @@ import (
 // server: the bare-socket cycle is the floor the streams are measured
 // against (see the README for the ratios).
 //
-//	go test -run='^$' -bench='RawWireCycle|LockStreamCycle' -count=10 . | benchstat -
+// A stream is one lock's life, so its cycle on a connection that is
+// already open is its full life with the pool warm (LockStreamCycle/pooled:
+// Lock, Wait, Release, Done, no dial); LockStreamCycle/nopool dials and
+// closes a connection for every life, like RawWireCycle/dial.
+//
+// Run them interleaved: every dial leaves a socket in TIME_WAIT, and
+// tens of thousands of those slow the kernel's connect down, so a plain
+// -count=10 (which runs one benchmark ten times, then the next) favours
+// whichever dials first.
+//
+//	for i in $(seq 10); do go test -run='^$' -bench='RawWireCycle|LockStreamCycle' -count=1 .; done | benchstat -
 
 func BenchmarkRawWireCycle(b *testing.B) {
 	srv := dflockdtest.New(b, dflockdtest.Config{})
