@@ -16,11 +16,14 @@ import (
 // run lock streams on the portable one, which other platforms use: a
 // goroutine with a read pending per connection, paused around exchanges.
 
-func portableClient(t *testing.T, addr string) *Client {
+func portableClient(t *testing.T, addr string, opts ...Option) *Client {
 	t.Helper()
-	c, err := New(WithServers(addr))
+	c, err := New(append([]Option{WithServers(addr)}, opts...)...)
 	require.NoError(t, err)
 	c.watcher = hangup.NewPortable()
+	for _, p := range c.pools {
+		p.watcher = c.watcher
+	}
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c
 }
@@ -70,4 +73,27 @@ func TestPortableWatcherLetsRenewalsAndReleasesThrough(t *testing.T) {
 	require.NoError(t, err, "on the pooled connection, its watch resumed")
 	assert.Empty(t, c.pools[0].idle)
 	require.NoError(t, again.Release(context.Background()))
+}
+
+// An exchange leaves its deadline on the socket; the watch's pending read
+// must not inherit it and report a hang-up when it passes.
+func TestPortableWatcherIgnoresDeadlinesExchangesLeftBehind(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	const connectTimeout = 200 * time.Millisecond // each exchange's deadline
+	c := portableClient(t, srv.Addr(), WithConnectTimeout(connectTimeout))
+
+	s, err := c.AcquireLock(context.Background(), "portable/held", WithLease(30*time.Second))
+	require.NoError(t, err)
+	warm, err := c.AcquireLock(context.Background(), "portable/pooled")
+	require.NoError(t, err)
+	require.NoError(t, warm.Release(context.Background()))
+	time.Sleep(5 * connectTimeout)
+
+	assert.Equal(t, StateHeld, s.State(), "no false Lost")
+	require.NoError(t, s.Release(context.Background()))
+	require.Len(t, c.pools[0].idle, 2)
+	for _, lc := range c.pools[0].idle {
+		assert.False(t, lc.hungUp.Load(), "pooled connections are not taken for hung up")
+	}
 }

@@ -80,13 +80,11 @@ func (lc *lockConn) exchange(req wire.Request, deadline time.Time) (string, erro
 	return line, err
 }
 
-// close closes the connection, then stops its watch: a closed descriptor
-// has left the poller's set already, which saves a system call.
 func (lc *lockConn) close() {
-	_ = lc.SyncConn.Close()
 	if lc.watch != nil {
 		lc.watch.Stop()
 	}
+	_ = lc.SyncConn.Close()
 }
 
 // pool keeps idle, authenticated connections to one server. Only

@@ -61,9 +61,10 @@ func (r *renewals) arm(at time.Time) {
 
 // fire starts the renewals that are due, each on a goroutine of its own (a
 // renewal waits for its reply), and sets the timer for the next.
-func (r *renewals) fire() {
+func (r *renewals) fire() { r.fireAt(time.Now()) }
+
+func (r *renewals) fireAt(now time.Time) {
 	r.mu.Lock()
-	now := time.Now()
 	var ready []*holdStream
 	for len(r.due) > 0 && !r.due[0].renewAt.After(now) {
 		ready = append(ready, heap.Pop(&r.due).(*holdStream))

@@ -66,8 +66,8 @@ type Watch struct {
 
 // Watch starts watching nc and calls fn once, on a goroutine of its own,
 // when the peer hangs up or the connection fails. On the portable path fn
-// is also called when data arrives while the watch is not paused. Stop the
-// watch before closing nc.
+// is also called when data arrives while the watch is not paused, and nc's
+// read deadline is cleared. Stop the watch before closing nc.
 func (w *Watcher) Watch(nc net.Conn, fn func()) (*Watch, error) {
 	h := &Watch{w: w, fn: fn}
 	w.mu.Lock()
@@ -82,6 +82,11 @@ func (w *Watcher) Watch(nc net.Conn, fn func()) (*Watch, error) {
 		} else if !errors.Is(err, errNotPollable) {
 			return nil, err
 		}
+	}
+	// The owner may have left a read deadline from its last exchange; the
+	// pending read must not inherit it.
+	if err := nc.SetReadDeadline(time.Time{}); err != nil {
+		return nil, err
 	}
 	h.reader = newReader(nc)
 	w.watches[h] = struct{}{}

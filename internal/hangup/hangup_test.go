@@ -195,3 +195,21 @@ func TestWatchIgnoresTLSSessionTickets(t *testing.T) {
 		})
 	}
 }
+
+func TestWatchIgnoresAReadDeadlineTheOwnerLeft(t *testing.T) {
+	t.Parallel()
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			defer w.Close()
+			client, server := pair(t)
+			require.NoError(t, client.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
+			_, fired := watch(t, w, client)
+			time.Sleep(50 * time.Millisecond)
+			requireQuiet(t, fired)
+			require.NoError(t, server.Close())
+			requireFired(t, fired)
+		})
+	}
+}
