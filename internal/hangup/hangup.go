@@ -153,9 +153,15 @@ func (h *Watch) Stop() bool {
 	return !fired
 }
 
-// Close stops every watch and waits for callbacks that are running.
+// Close stops every watch and waits for callbacks that are running. It is
+// idempotent.
 func (w *Watcher) Close() {
 	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		w.running.Wait()
+		return
+	}
 	w.closed = true
 	live := make([]*Watch, 0, len(w.watches))
 	for h := range w.watches {

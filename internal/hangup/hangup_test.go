@@ -61,6 +61,21 @@ func requireFired(t *testing.T, fired chan struct{}) {
 	}
 }
 
+// eachWatcher runs body in a parallel subtest per kind of watcher, with a
+// fresh watcher (closed at the end) and a connected pair.
+func eachWatcher(t *testing.T, body func(t *testing.T, w *hangup.Watcher, client, server net.Conn)) {
+	t.Parallel()
+	for _, tc := range watchers {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := tc.new()
+			defer w.Close()
+			client, server := pair(t)
+			body(t, w, client, server)
+		})
+	}
+}
+
 func requireQuiet(t *testing.T, fired chan struct{}) {
 	t.Helper()
 	select {
@@ -71,79 +86,51 @@ func requireQuiet(t *testing.T, fired chan struct{}) {
 }
 
 func TestWatchReportsThePeerClosing(t *testing.T) {
-	t.Parallel()
-	for _, tc := range watchers {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := tc.new()
-			defer w.Close()
-			client, server := pair(t)
-			_, fired := watch(t, w, client)
-			requireQuiet(t, fired)
-			require.NoError(t, server.Close())
-			requireFired(t, fired)
-			requireQuiet(t, fired) // once only
-		})
-	}
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, client, server net.Conn) {
+		_, fired := watch(t, w, client)
+		requireQuiet(t, fired)
+		require.NoError(t, server.Close())
+		requireFired(t, fired)
+		requireQuiet(t, fired) // once only
+	})
 }
 
 func TestWatchLetsTheOwnerExchangeWhilePaused(t *testing.T) {
-	t.Parallel()
-	for _, tc := range watchers {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := tc.new()
-			defer w.Close()
-			client, server := pair(t)
-			h, fired := watch(t, w, client)
-			rd := bufio.NewReader(client)
-			for range 3 {
-				h.Pause()
-				_, err := server.Write([]byte("ok\n"))
-				require.NoError(t, err)
-				line, err := rd.ReadString('\n')
-				require.NoError(t, err)
-				assert.Equal(t, "ok\n", line, "the watch took none of the reply")
-				h.Resume()
-			}
-			requireQuiet(t, fired)
-			require.NoError(t, server.Close())
-			requireFired(t, fired)
-		})
-	}
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, client, server net.Conn) {
+		h, fired := watch(t, w, client)
+		rd := bufio.NewReader(client)
+		for range 3 {
+			h.Pause()
+			_, err := server.Write([]byte("ok\n"))
+			require.NoError(t, err)
+			line, err := rd.ReadString('\n')
+			require.NoError(t, err)
+			assert.Equal(t, "ok\n", line, "the watch took none of the reply")
+			h.Resume()
+		}
+		requireQuiet(t, fired)
+		require.NoError(t, server.Close())
+		requireFired(t, fired)
+	})
 }
 
 func TestStoppedWatchNeverFires(t *testing.T) {
-	t.Parallel()
-	for _, tc := range watchers {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := tc.new()
-			defer w.Close()
-			client, server := pair(t)
-			h, fired := watch(t, w, client)
-			assert.True(t, h.Stop())
-			assert.True(t, h.Stop(), "idempotent")
-			require.NoError(t, server.Close())
-			requireQuiet(t, fired)
-		})
-	}
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, client, server net.Conn) {
+		h, fired := watch(t, w, client)
+		assert.True(t, h.Stop())
+		assert.True(t, h.Stop(), "idempotent")
+		require.NoError(t, server.Close())
+		requireQuiet(t, fired)
+	})
 }
 
 func TestStopAfterTheHangUpReportsIt(t *testing.T) {
-	t.Parallel()
-	for _, tc := range watchers {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := tc.new()
-			defer w.Close()
-			client, server := pair(t)
-			h, fired := watch(t, w, client)
-			require.NoError(t, server.Close())
-			requireFired(t, fired)
-			assert.False(t, h.Stop())
-		})
-	}
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, client, server net.Conn) {
+		h, fired := watch(t, w, client)
+		require.NoError(t, server.Close())
+		requireFired(t, fired)
+		assert.False(t, h.Stop())
+	})
 }
 
 func TestWatchOnAClosedWatcherFails(t *testing.T) {
@@ -156,60 +143,41 @@ func TestWatchOnAClosedWatcherFails(t *testing.T) {
 }
 
 func TestCloseStopsEveryWatch(t *testing.T) {
-	t.Parallel()
-	for _, tc := range watchers {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := tc.new()
-			client, server := pair(t)
-			_, fired := watch(t, w, client)
-			w.Close() // goleak in TestMain checks that nothing is left running
-			require.NoError(t, server.Close())
-			requireQuiet(t, fired)
-		})
-	}
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, client, server net.Conn) {
+		_, fired := watch(t, w, client)
+		w.Close() // goleak in TestMain checks that nothing is left running
+		w.Close() // idempotent
+		require.NoError(t, server.Close())
+		requireQuiet(t, fired)
+	})
 }
 
 // A TLS 1.3 server sends session tickets after the handshake: data the
 // client never asked for, which is not a hang-up.
 func TestWatchIgnoresTLSSessionTickets(t *testing.T) {
-	t.Parallel()
 	cert, err := dflockdtest.NewTestCert()
 	require.NoError(t, err)
-	for _, tc := range watchers {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := tc.new()
-			defer w.Close()
-			rawClient, rawServer := pair(t)
-			server := tls.Server(rawServer, cert.ServerConfig())
-			cfg := cert.ClientConfig()
-			cfg.ServerName = "127.0.0.1"
-			client := tls.Client(rawClient, cfg)
-			go func() { _ = server.Handshake() }()
-			require.NoError(t, client.Handshake())
-			_, fired := watch(t, w, client)
-			requireQuiet(t, fired)
-			require.NoError(t, rawServer.Close())
-			requireFired(t, fired)
-		})
-	}
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, rawClient, rawServer net.Conn) {
+		server := tls.Server(rawServer, cert.ServerConfig())
+		cfg := cert.ClientConfig()
+		cfg.ServerName = "127.0.0.1"
+		client := tls.Client(rawClient, cfg)
+		go func() { _ = server.Handshake() }()
+		require.NoError(t, client.Handshake())
+		_, fired := watch(t, w, client)
+		requireQuiet(t, fired)
+		require.NoError(t, rawServer.Close())
+		requireFired(t, fired)
+	})
 }
 
 func TestWatchIgnoresAReadDeadlineTheOwnerLeft(t *testing.T) {
-	t.Parallel()
-	for _, tc := range watchers {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			w := tc.new()
-			defer w.Close()
-			client, server := pair(t)
-			require.NoError(t, client.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
-			_, fired := watch(t, w, client)
-			time.Sleep(50 * time.Millisecond)
-			requireQuiet(t, fired)
-			require.NoError(t, server.Close())
-			requireFired(t, fired)
-		})
-	}
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, client, server net.Conn) {
+		require.NoError(t, client.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
+		_, fired := watch(t, w, client)
+		time.Sleep(50 * time.Millisecond)
+		requireQuiet(t, fired)
+		require.NoError(t, server.Close())
+		requireFired(t, fired)
+	})
 }
