@@ -11,11 +11,12 @@ import (
 // reports each step as an Event. Start one with Client.Lock.
 //
 // While it holds the lock the stream renews at lease × renew ratio (and at
-// least every half of the server's read timeout), notices at once when the
-// server hangs up on its connection, and emits Lost no later than the local
-// safe deadline if a renewal is not confirmed in time. A held stream runs
-// no goroutine of its own (on Linux; elsewhere one, with a read pending):
-// its renewals run on a timer and its release on the caller.
+// least every half of the server's read timeout), notices within tens of
+// milliseconds when the server hangs up on its connection, and emits Lost
+// no later than the local safe deadline if a renewal is not confirmed in
+// time. A held stream runs no goroutine of its own (on Linux; elsewhere
+// one, with a read pending): its renewals run when the Client's schedule
+// says so, and its release on the caller.
 type LockStream struct {
 	*holdStream
 }
