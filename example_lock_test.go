@@ -63,6 +63,27 @@ func ExampleLockStream_Enqueued() {
 	// then granted with fence 2
 }
 
+// Lock returns once the server has answered the enqueue: the stream then
+// holds the key or is queued for it.
+func ExampleLockStream_State() {
+	srv, _ := dflockdtest.Start(dflockdtest.Config{})
+	defer srv.Close()
+	c, _ := dfstream.New(dfstream.WithServers(srv.Addr()))
+	defer c.Close()
+	ctx := context.Background()
+
+	first, _ := c.Lock(ctx, "jobs/cleanup")
+	second, _ := c.Lock(ctx, "jobs/cleanup")
+	fmt.Println(first.State(), second.State())
+	_ = first.Release(ctx)
+	_, _ = second.Wait(ctx)
+	fmt.Println(first.State(), second.State())
+	_ = second.Close()
+	// Output:
+	// held queued
+	// ended held
+}
+
 // A semaphore bounds how many holders run at once; a mismatched limit is a
 // typed error.
 func ExampleClient_AcquireSemaphore() {
