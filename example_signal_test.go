@@ -85,7 +85,7 @@ func ExampleRouter() {
 	// orders.*  got orders.created "id=42"
 	// orders.>  got orders.created "id=42"
 	// orders.>  got orders.eu.failed "id=7"
-	// {Received:2 Handled:3 Failed:1 Dropped:0}
+	// {Arrived:2 ConnDropped:0 Received:2 Handled:3 Failed:1 Dropped:0}
 }
 
 // roleWorker is an event-driven worker: it always takes jobs from the queue

@@ -73,6 +73,7 @@ type Router struct {
 	started bool
 	mw      []Middleware
 	routes  []*route
+	streams []*SignalStream // Run's connections, for Stats
 	plain   subject.Trie[*route]
 	ready   chan struct{}
 
@@ -88,11 +89,19 @@ type Router struct {
 }
 
 // RouterStats counts what a Router did with the signals it received.
+//
+// A signal arrives on one of the router's connections (Arrived), waits in
+// that connection's buffer, and is then routed (Received) to the handlers
+// whose subscription it came through, unless the buffer overflowed under
+// its policy (ConnDropped; see WithRouterSignalOptions). Each delivery to a
+// handler is handled, failed, or dropped at the handler's full queue.
 type RouterStats struct {
-	Received uint64 // signals received on the router's connections
-	Handled  uint64 // handler calls that returned nil
-	Failed   uint64 // handler calls that returned an error (or panicked, under Recover)
-	Dropped  uint64 // handler deliveries lost to a full handler queue
+	Arrived     uint64 // signals that arrived from the server on the router's connections
+	ConnDropped uint64 // signals the connections' buffers dropped before routing
+	Received    uint64 // signals taken from the connections and routed
+	Handled     uint64 // handler calls that returned nil
+	Failed      uint64 // handler calls that returned an error (or panicked, under Recover)
+	Dropped     uint64 // handler deliveries lost to a full handler queue
 }
 
 // RouterOption configures a Router.
@@ -335,12 +344,21 @@ func (r *Router) Ready() <-chan struct{} { return r.ready }
 
 // Stats returns the router's counters.
 func (r *Router) Stats() RouterStats {
-	return RouterStats{
+	st := RouterStats{
 		Received: r.received.Load(),
 		Handled:  r.handled.Load(),
 		Failed:   r.failed.Load(),
 		Dropped:  r.dropped.Load(),
 	}
+	r.mu.Lock()
+	streams := r.streams
+	r.mu.Unlock()
+	for _, s := range streams {
+		ss := s.Stats()
+		st.Arrived += ss.Received
+		st.ConnDropped += ss.Dropped
+	}
+	return st
 }
 
 // match calls visit for every plain route whose pattern matches channel.
@@ -439,6 +457,7 @@ func (r *Router) Run(ctx context.Context) (err error) {
 			return r.startErr(ctx, err)
 		}
 		streams = append(streams, s)
+		r.track(s)
 		dispatchers.Go(func() { r.dispatch(runCtx, s, nil) })
 		for _, p := range plainPatterns {
 			if err := s.Listen(runCtx, p); err != nil {
@@ -455,6 +474,7 @@ func (r *Router) Run(ctx context.Context) (err error) {
 			return r.startErr(ctx, err)
 		}
 		streams = append(streams, s)
+		r.track(s)
 		dispatchers.Go(func() { r.dispatch(runCtx, s, rt) })
 		if err := s.ListenGroup(runCtx, rt.pattern, rt.group); err != nil {
 			return r.startErr(ctx, err)
@@ -465,6 +485,13 @@ func (r *Router) Run(ctx context.Context) (err error) {
 
 	<-runCtx.Done()
 	return nil // the deferred drain reports a failure, if any
+}
+
+// track records one of Run's connections for Stats.
+func (r *Router) track(s *SignalStream) {
+	r.mu.Lock()
+	r.streams = append(r.streams, s)
+	r.mu.Unlock()
 }
 
 // failure returns why the router stopped by itself, nil if it did not.

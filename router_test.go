@@ -758,48 +758,89 @@ func TestRouterRunReturnsErrClosedWhenTheClientIsClosed(t *testing.T) {
 	}
 }
 
-func TestRouterGracefulStopDeliversEverySignalAlreadyReceived(t *testing.T) {
-	t.Parallel()
+// gatedBurst runs a router whose one handler blocks on its first signal
+// (queue of 1) and whose dispatcher is held up by the first Overflow event
+// until gate is closed, floods it with a burst of 200 signals, and waits
+// until every copy has reached the router's connection.
+type gatedBurst struct {
+	r        *dfstream.Router
+	slow     *blocker
+	gate     chan struct{}
+	cancel   context.CancelFunc
+	errc     <-chan error
+	panicked <-chan any
+	copies   int
+}
+
+func startGatedBurst(t *testing.T, sigOpts ...dfstream.SignalOption) *gatedBurst {
+	t.Helper()
 	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
-	// The first Overflow event holds up the dispatcher until the router
-	// is told to stop, so that the burst waits in the stream's buffer, well
-	// beyond what its Events channel holds.
-	gate := make(chan struct{})
+	g := &gatedBurst{gate: make(chan struct{}), slow: newBlocker()}
 	var once sync.Once
-	r := newRouter(t, c, dfstream.WithEventHandler(func(ev dfstream.Event) {
+	g.r = newRouter(t, c, dfstream.WithEventHandler(func(ev dfstream.Event) {
 		if _, ok := ev.(dfstream.Overflow); ok {
-			once.Do(func() { <-gate })
+			once.Do(func() { <-g.gate })
 		}
-	}), dfstream.WithRouterSignalOptions(dfstream.WithSignalEventBuffer(4)))
-	slow := newBlocker()
-	require.NoError(t, r.Handle(p+".burst", slow, dfstream.WithQueueSize(1)))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc, panicked := runResult(r, ctx)
-	waitReady(t, r, errc, panicked)
+	}), dfstream.WithRouterSignalOptions(sigOpts...))
+	require.NoError(t, g.r.Handle(p+".burst", g.slow, dfstream.WithQueueSize(1)))
+	var ctx context.Context
+	ctx, g.cancel = context.WithCancel(context.Background())
+	t.Cleanup(g.cancel)
+	g.errc, g.panicked = runResult(g.r, ctx)
+	waitReady(t, g.r, g.errc, g.panicked)
 
-	copies := flood(t, c, p+".burst", 0, 200)
-	<-slow.entered
-	time.Sleep(time.Second) // every copy has reached the stream (the reader is never held up)
-	cancel()
-	time.Sleep(50 * time.Millisecond) // the stream is closing
-	close(gate)
-	close(slow.release)
+	g.copies = flood(t, c, p+".burst", 0, 200)
+	<-g.slow.entered
+	require.Eventually(t, func() bool { return g.r.Stats().Arrived == uint64(g.copies) },
+		5*time.Second, 5*time.Millisecond, "every copy has reached the router's connection")
+	return g
+}
+
+// stop ends the router and returns its final counters.
+func (g *gatedBurst) stop(t *testing.T, release func()) dfstream.RouterStats {
+	t.Helper()
+	g.cancel()
+	release()
 	select {
-	case err := <-errc:
+	case err := <-g.errc:
 		require.NoError(t, err)
-	case v := <-panicked:
+	case v := <-g.panicked:
 		require.FailNow(t, "Run panicked", "%v", v)
 	case <-time.After(10 * time.Second):
 		require.FailNow(t, "Run did not return")
 	}
-	st := r.Stats()
-	t.Logf("copies %d, stats %+v", copies, st)
-	assert.Equal(t, uint64(copies), st.Received, "every signal the server delivered reached the router")
+	st := g.r.Stats()
+	t.Logf("copies %d, stats %+v", g.copies, st)
+	return st
+}
+
+func TestRouterGracefulStopDeliversEverySignalAlreadyReceived(t *testing.T) {
+	t.Parallel()
+	// The burst waits in the connection's buffer, well beyond what its
+	// Events channel holds, when the router is told to stop.
+	g := startGatedBurst(t, dfstream.WithSignalEventBuffer(4))
+	st := g.stop(t, func() {
+		time.Sleep(50 * time.Millisecond) // the stream is closing
+		close(g.gate)
+		close(g.slow.release)
+	})
+	assert.Equal(t, uint64(g.copies), st.Received, "every signal the server delivered reached the router")
 	assert.Equal(t, st.Received-st.Dropped, st.Handled, "and was handled or counted as dropped")
-	assert.Equal(t, int64(st.Handled), slow.n.Load())
+	assert.Equal(t, int64(st.Handled), g.slow.n.Load())
+}
+
+func TestRouterStatsCountSignalsItsConnectionDropped(t *testing.T) {
+	t.Parallel()
+	// This time the connection's own buffer is too small for the burst.
+	g := startGatedBurst(t, dfstream.WithSignalEventBuffer(4), dfstream.WithSignalBuffer(8))
+	st := g.stop(t, func() {
+		close(g.gate)
+		close(g.slow.release)
+	})
+	assert.Positive(t, st.ConnDropped, "the connection's buffer overflowed")
+	assert.Equal(t, st.Arrived, st.Received+st.ConnDropped, "every arrival was routed or counted as dropped")
 }
 
 func TestRouterPanicInErrorHandlerStopsRun(t *testing.T) {
