@@ -1,7 +1,9 @@
 package dfstream
 
 import (
+	"context"
 	"errors"
+	"fmt"
 
 	"github.com/dfstream/dfstream/wire"
 )
@@ -70,3 +72,35 @@ var (
 // subscription is not in place. It does not match ErrClosed: the stream
 // goes on.
 var ErrUnlistened = errors.New("dfstream: unlistened before confirmed")
+
+// connLost marks an error of the connection itself as ErrConnLost.
+func connLost(err error) error {
+	if err != nil && errors.Is(err, wire.ErrClosed) && !errors.Is(err, ErrConnLost) {
+		return fmt.Errorf("%w: %w", ErrConnLost, err)
+	}
+	return err
+}
+
+// retryable reports whether a failed acquire may succeed if tried again:
+// not when the request itself or the credentials are wrong.
+func retryable(err error) bool {
+	for _, fatal := range []error{ErrInvalidInput, ErrAuth, ErrLimitMismatch, ErrTypeMismatch} {
+		if errors.Is(err, fatal) {
+			return false
+		}
+	}
+	return true
+}
+
+// userCause is the error a stream ended by its context reports: nil when
+// the user closed it, the context's error otherwise.
+func userCause(ctx context.Context) error { return closedBy(context.Cause(ctx)) }
+
+// closedBy is the error a stream the user stopped with cause reports: nil
+// after Close, the context's error otherwise.
+func closedBy(cause error) error {
+	if cause != nil && !errors.Is(cause, ErrClosed) {
+		return cause
+	}
+	return nil
+}

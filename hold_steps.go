@@ -1,0 +1,512 @@
+package dfstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/dfstream/dfstream/wire"
+)
+
+// The steps of the hold-stream machine (see holdStream): acquiring,
+// holding and ending. Each runs with the stream's turn.
+
+// begin is the first phase, run by Lock with the turn: enqueue, and then
+// hold, or hand the turn to a goroutine that waits in the queue.
+func (s *holdStream) begin() {
+	granted, err := s.enqueue()
+	switch {
+	case err != nil:
+		s.failed(err)
+	case granted:
+		s.giveTurn()
+	default:
+		s.c.actors.Go(func() { s.pursue(true) })
+	}
+}
+
+// pursue runs on the stream's own goroutine, with the turn, while the
+// stream is not held: it waits in the queue (queued) or backs off and
+// queues again, until the stream holds the key or ends.
+func (s *holdStream) pursue(queued bool) {
+	for {
+		var err error
+		if queued {
+			if err = s.awaitGrant(); err == nil {
+				s.giveTurn()
+				return
+			}
+		} else if err = s.backoff(); err == nil {
+			var granted bool
+			if granted, err = s.enqueue(); err == nil {
+				if granted {
+					s.giveTurn()
+					return
+				}
+				queued = true
+				continue
+			}
+		}
+		if !s.retrying(err) {
+			return
+		}
+		queued = false
+	}
+}
+
+// failed handles an acquire round that failed: the stream goes on to back
+// off under re-acquire when the error may pass, and ends otherwise.
+func (s *holdStream) failed(err error) {
+	if s.retrying(err) {
+		s.c.actors.Go(func() { s.pursue(false) })
+	}
+}
+
+// retrying drops the connection of a failed round and reports whether the
+// stream will try again; when not, it has ended.
+func (s *holdStream) retrying(err error) bool {
+	s.dropConn()
+	if s.cfg.reacquire && !s.stopped() && retryable(err) {
+		s.log.Debug().Err(err).Msg("acquire failed; will retry")
+		return true
+	}
+	endErr := err
+	if s.stopped() {
+		err = s.stopCause()
+		endErr = closedBy(err)
+	} else if errors.Is(err, ErrClosed) {
+		endErr = nil
+	}
+	s.end(Failed{Key: s.key, Err: err, At: time.Now()}, endErr)
+	return false
+}
+
+// exchangeErr is the error of a failed exchange: the user's reason when
+// the stream is stopping (the exchange was cut short for it), ErrConnLost
+// otherwise.
+func (s *holdStream) exchangeErr(err error) error {
+	if s.stopped() {
+		return s.stopCause()
+	}
+	return connLost(err)
+}
+
+// connect takes a pooled connection or dials one; a dial is cancelled when
+// the stream stops.
+func (s *holdStream) connect() (*lockConn, error) {
+	lc := s.c.pools[s.srv].get()
+	if lc == nil {
+		// Bounded here, so that the dialer need not bound it again.
+		ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
+		defer cancel()
+		s.mu.Lock()
+		s.dialCancel = cancel
+		s.mu.Unlock()
+		if s.stopped() {
+			cancel()
+		}
+		var err error
+		lc, err = s.c.lockConn(ctx, s.srv)
+		s.mu.Lock()
+		s.dialCancel = nil
+		s.mu.Unlock()
+		switch {
+		case err == nil:
+		case s.stopped():
+			return nil, s.stopCause()
+		case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput):
+			return nil, err
+		default:
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
+	}
+	lc.owner.Store(s)
+	s.conn = lc
+	s.mu.Lock()
+	s.live = lc
+	s.mu.Unlock()
+	return lc, nil
+}
+
+// enqueue connects and sends the enqueue. When the key is granted at once
+// the stream holds it on return; otherwise it is queued.
+func (s *holdStream) enqueue() (granted bool, err error) {
+	s.setState(StateConnecting)
+	s.roundStart = time.Now()
+	lc, err := s.connect()
+	if err != nil {
+		return false, err
+	}
+	sent := time.Now()
+	line, err := lc.exchange(s.enqueueReq, sent.Add(s.c.cfg.connectTimeout))
+	if err != nil {
+		return false, s.exchangeErr(err)
+	}
+	g, granted, err := wire.ParseEnqueue(s.enqueueReq.Cmd, line)
+	if err != nil {
+		return false, err
+	}
+	s.answer(granted)
+	if !granted {
+		s.setState(StateQueued)
+		s.out.emit(Queued{Key: s.key, At: time.Now()})
+		return false, nil
+	}
+	return true, s.becomeHeld(sent, g.Token, g.Fence, g.Lease)
+}
+
+// awaitGrant waits in the queue and confirms the grant.
+func (s *holdStream) awaitGrant() error {
+	if s.stopped() {
+		return s.stopCause()
+	}
+	timeout := max(0, s.cfg.acquireTimeout-time.Since(s.roundStart))
+	wait, err := wire.Wait(s.kind, s.key, timeout)
+	if err != nil {
+		return err
+	}
+	// The server answers "timeout" when the wait runs out; the connect
+	// timeout on top is for that answer to arrive.
+	line, err := s.conn.exchange(wait, deadlineIn(timeout, s.c.cfg.connectTimeout))
+	if err != nil {
+		return s.exchangeErr(err)
+	}
+	g, err := wire.ParseGrant(wait.Cmd, line)
+	if err != nil {
+		return err
+	}
+	// The server restarted the lease when it answered the wait, at an
+	// unknown instant after the wait was sent, possibly long after. A
+	// renewal puts the safe deadline on a known send time again.
+	s.token, s.lease = g.Token, s.wantedLease(g.Lease)
+	renew, err := wire.Renew(s.kind, s.key, s.token, s.lease)
+	if err != nil {
+		return err
+	}
+	sent := time.Now()
+	if line, err = s.conn.exchange(renew, sent.Add(s.c.cfg.connectTimeout)); err != nil {
+		return s.exchangeErr(err)
+	}
+	lease, fence, err := wire.ParseRenew(renew.Cmd, line)
+	if err != nil {
+		return fmt.Errorf("grant gone before it was confirmed: %w", err)
+	}
+	if fence == 0 {
+		fence = g.Fence
+	}
+	return s.becomeHeld(sent, g.Token, fence, lease)
+}
+
+// deadlineIn is the deadline a+b from now, or none when the sum overflows
+// (an acquire timeout of "forever").
+func deadlineIn(a, b time.Duration) time.Time {
+	if d := a + b; d >= a {
+		return time.Now().Add(d)
+	}
+	return time.Time{}
+}
+
+// wantedLease is the lease renewals ask for: the configured one, or the
+// server default the grant came with.
+func (s *holdStream) wantedLease(granted time.Duration) time.Duration {
+	if s.cfg.lease != 0 {
+		return s.cfg.lease
+	}
+	return granted
+}
+
+// becomeHeld records a grant of lease requested at sent, emits Acquired and
+// schedules the first renewal. A stream the user stopped meanwhile does not
+// take the grant: it fails, and dropping the connection gives the key back.
+func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, lease time.Duration) error {
+	s.token, s.fence, s.attempt = token, fence, 0
+	s.lease, s.granted = s.wantedLease(lease), lease
+	s.setDeadline(sent, lease)
+	ev := Acquired{Key: s.key, Token: token, Lease: lease, Fence: fence, Deadline: s.deadline, At: time.Now()}
+	s.mu.Lock()
+	if s.stopped() {
+		// Checked under mu, where shut closes stop before it hurries the
+		// connection: either that sees Held, or this sees stop.
+		s.mu.Unlock()
+		return s.stopCause()
+	}
+	s.state, s.grant = StateHeld, ev
+	s.notify()
+	s.mu.Unlock()
+	s.out.emit(ev)
+	s.schedule(sent)
+	s.log.Debug().Uint64("fence", fence).Dur("lease", lease).Msg("acquired")
+	return nil
+}
+
+// setDeadline records the safe deadline of a grant or renewal of lease
+// requested at sent: the lease runs from when the server handled the
+// request, which is after sent, so no one else can be granted the key
+// before sent+lease. The margin below that absorbs clock-rate differences
+// and delivery to the user; the stream acts half a margin (at most 250ms)
+// earlier still, so that timer and scheduling delays cannot push Lost past
+// the deadline it promised.
+func (s *holdStream) setDeadline(sent time.Time, lease time.Duration) {
+	margin := s.cfg.safetyMargin
+	if margin == 0 {
+		margin = max(lease/10, 50*time.Millisecond)
+	}
+	margin = min(margin, lease/2)
+	s.deadline = sent.Add(lease - margin)
+	s.lossAt = s.deadline.Add(-min(margin/2, 250*time.Millisecond))
+}
+
+// renewInterval is how long after a request the next renewal goes out: the
+// lease times the renew ratio, but never longer than half the server's read
+// timeout, so that the server does not drop an idle holder.
+func (s *holdStream) renewInterval(lease time.Duration) time.Duration {
+	d := time.Duration(float64(lease) * s.cfg.renewRatio)
+	return min(d, s.c.cfg.serverReadTimeout/2)
+}
+
+// schedule sets the renewal that follows a request sent at sent: after the
+// renew interval, but never later than halfway to the moment the stream
+// would declare Lost, so that a large margin or renew ratio still leaves
+// the reply time to arrive. The renewal's own deadline is that moment, so
+// a server that stops answering is declared lost no later than it.
+//
+// A connection not yet watched for hang-ups is seen to first, after
+// watchDelay (see lockConn).
+func (s *holdStream) schedule(sent time.Time) {
+	at := sent.Add(s.renewInterval(s.granted))
+	if half := sent.Add(s.lossAt.Sub(sent) / 2); half.Before(at) {
+		at = half
+	}
+	s.renewDue = at
+	if watchAt := time.Now().Add(watchDelay); s.conn.watch == nil && watchAt.Before(at) {
+		at = watchAt
+	}
+	s.c.renewals.add(s, at)
+}
+
+// renewTick runs on a goroutine of its own when the stream's schedule is
+// due: it has the connection watched, and renews when that is due.
+func (s *holdStream) renewTick() {
+	select {
+	case <-s.turn:
+	case <-s.done:
+		return
+	}
+	if s.State() != StateHeld {
+		s.giveTurn()
+		return
+	}
+	s.out.deliver() // into the room the consumer made since the last event
+	if s.conn.watch == nil {
+		if err := s.conn.watchWith(s.c.watcher); err != nil {
+			s.lose(fmt.Errorf("%w: watching the connection: %w", ErrConnLost, err), false)
+			return
+		}
+		if time.Now().Before(s.renewDue) {
+			s.c.renewals.add(s, s.renewDue)
+			s.giveTurn()
+			return
+		}
+	}
+	if err := s.renew(); err != nil {
+		s.lose(err, false)
+		return
+	}
+	s.giveTurn()
+}
+
+func (s *holdStream) renew() error {
+	sent := time.Now()
+	if !sent.Before(s.lossAt) {
+		return ErrDeadlinePassed
+	}
+	req, err := wire.Renew(s.kind, s.key, s.token, s.lease)
+	if err != nil {
+		return err
+	}
+	line, err := s.conn.exchange(req, s.lossAt)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt) {
+			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
+		}
+		return connLost(err) // or cut short by a release
+	}
+	lease, fence, err := wire.ParseRenew(req.Cmd, line)
+	if err != nil {
+		if errors.Is(err, wire.ErrServer) {
+			err = fmt.Errorf("%w: %w", ErrRenewRefused, err)
+		}
+		return err
+	}
+	s.granted = lease
+	s.setDeadline(sent, lease)
+	if fence != 0 {
+		s.fence = fence
+	}
+	s.schedule(sent)
+	ev := Renewed{Key: s.key, Lease: lease, Fence: s.fence, Deadline: s.deadline, At: time.Now()}
+	s.mu.Lock()
+	s.grant.Lease, s.grant.Fence, s.grant.Deadline = ev.Lease, ev.Fence, ev.Deadline
+	s.mu.Unlock()
+	s.out.emit(ev)
+	return nil
+}
+
+// hungUp runs on the connection watcher's goroutine when the server hangs
+// up on lc.
+func (s *holdStream) hungUp(lc *lockConn) {
+	select {
+	case <-s.turn:
+	case <-s.done:
+		return
+	}
+	if s.conn != lc || s.State() != StateHeld {
+		s.giveTurn() // whoever used lc has seen it fail
+		return
+	}
+	s.lose(fmt.Errorf("%w: the server closed the connection", ErrConnLost), false)
+}
+
+// release gives the key back and ends the stream. A connection that ended
+// this cleanly goes back to the pool; any other outcome closes it.
+func (s *holdStream) release(ctx context.Context) error {
+	s.c.renewals.remove(s)
+	req, err := wire.Release(s.kind, s.key, s.token)
+	if err != nil {
+		s.lose(err, true)
+		return err
+	}
+	lc := s.conn
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() {
+			s.mu.Lock()
+			if s.live == lc {
+				lc.Interrupt()
+			}
+			s.mu.Unlock()
+		})
+	}
+	// Until the reply, the stream still claims the key: past the moment it
+	// promised to give that claim up, the release is a loss.
+	deadline := time.Now().Add(s.c.cfg.connectTimeout)
+	if s.lossAt.Before(deadline) {
+		deadline = s.lossAt
+	}
+	line, err := lc.exchange(req, deadline)
+	if err == nil {
+		err = wire.ParseOK(req.Cmd, line)
+	}
+	if !stop() && err == nil {
+		// ctx ended as the reply came: the lock is released, but the
+		// connection may carry the interruption.
+		lc.close()
+		s.conn = nil
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, wire.ErrServer):
+			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
+		case ctx.Err() != nil:
+			err = fmt.Errorf("%w: release abandoned: %w", ErrConnLost, ctx.Err())
+		case errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt):
+			err = fmt.Errorf("%w: no reply to the release: %w", ErrDeadlinePassed, err)
+		default:
+			err = fmt.Errorf("%w: %w", ErrConnLost, err)
+		}
+		s.lose(err, true)
+		return err
+	}
+	if s.conn != nil {
+		s.mu.Lock()
+		s.live = nil // from here on, hurry leaves lc alone
+		s.mu.Unlock()
+		s.conn = nil
+		s.c.pools[s.srv].put(lc) // unless a hurry came first: see usable
+	}
+	s.end(Released{Key: s.key, At: time.Now()}, s.userErr())
+	return nil
+}
+
+// userErr is the error a stream ending as its user asked reports.
+func (s *holdStream) userErr() error {
+	if s.stopped() {
+		return closedBy(s.stopCause())
+	}
+	return nil
+}
+
+// lose forgets the grant and closes the connection, so that the server
+// releases anything it still holds for us. Under re-acquire, unless the
+// stream is ending (final, or stopped by the user), it emits Lost and hands
+// the turn to a goroutine that backs off and queues again; otherwise the
+// stream ends with a final Lost.
+func (s *holdStream) lose(reason error, final bool) {
+	s.dropConn()
+	s.c.renewals.remove(s)
+	s.log.Debug().Err(reason).Msg("lost")
+	if final || s.stopped() || !s.cfg.reacquire {
+		s.end(Lost{Key: s.key, Reason: reason, Final: true, At: time.Now()}, reason)
+		return
+	}
+	s.setState(StateBackoff)
+	s.out.emit(Lost{Key: s.key, Reason: reason, At: time.Now()})
+	s.c.actors.Go(func() { s.pursue(false) })
+}
+
+func (s *holdStream) dropConn() {
+	if s.conn == nil {
+		return
+	}
+	s.mu.Lock()
+	s.live = nil
+	s.mu.Unlock()
+	s.conn.owner.Store(nil)
+	s.conn.close()
+	s.conn = nil
+}
+
+// backoff waits before queueing again, and until the event channel has room
+// for another round's events: acquisitions and losses are never dropped, so
+// behind a consumer that stopped reading the stream pauses rather than let
+// them pile up without bound.
+func (s *holdStream) backoff() error {
+	s.setState(StateBackoff)
+	s.attempt++
+	t := time.NewTimer(jitterBackoff(s.cfg.backoffMin, s.cfg.backoffMax, s.attempt))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.out.deliver()
+			if s.out.roomForRound() {
+				return nil
+			}
+			t.Reset(s.cfg.backoffMin)
+		case <-s.stop:
+			return s.stopCause()
+		}
+	}
+}
+
+// end emits the terminal event, closes the event channel and Done, and
+// gives the turn back for good: whoever takes it later finds the stream
+// ended.
+func (s *holdStream) end(final Event, err error) {
+	s.c.renewals.remove(s)
+	s.dropConn()
+	s.out.emit(final)
+	s.out.close()
+	s.mu.Lock()
+	s.state, s.err = StateEnded, err
+	s.notify()
+	s.mu.Unlock()
+	if s.unhook != nil {
+		s.unhook()
+	}
+	s.c.unregister(s)
+	close(s.done)
+	s.giveTurn()
+}
