@@ -140,7 +140,7 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 		return false, err
 	}
 	sent := time.Now()
-	line, err := lc.exchange(s.enqueueReq, sent.Add(s.c.cfg.connectTimeout))
+	line, err := lc.exchange(context.Background(), s.enqueueReq, sent.Add(s.c.cfg.connectTimeout))
 	if err != nil {
 		return false, s.exchangeErr(err)
 	}
@@ -169,7 +169,7 @@ func (s *holdStream) awaitGrant() error {
 	}
 	// The server answers "timeout" when the wait runs out; the connect
 	// timeout on top is for that answer to arrive.
-	line, err := s.conn.exchange(wait, deadlineIn(timeout, s.c.cfg.connectTimeout))
+	line, err := s.conn.exchange(context.Background(), wait, deadlineIn(timeout, s.c.cfg.connectTimeout))
 	if err != nil {
 		return s.exchangeErr(err)
 	}
@@ -186,7 +186,7 @@ func (s *holdStream) awaitGrant() error {
 		return err
 	}
 	sent := time.Now()
-	if line, err = s.conn.exchange(renew, sent.Add(s.c.cfg.connectTimeout)); err != nil {
+	if line, err = s.conn.exchange(context.Background(), renew, sent.Add(s.c.cfg.connectTimeout)); err != nil {
 		return s.exchangeErr(err)
 	}
 	lease, fence, err := wire.ParseRenew(renew.Cmd, line)
@@ -326,7 +326,7 @@ func (s *holdStream) renew() error {
 	if err != nil {
 		return err
 	}
-	line, err := s.conn.exchange(req, s.lossAt)
+	line, err := s.conn.exchange(context.Background(), req, s.lossAt)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt) {
 			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
@@ -379,31 +379,15 @@ func (s *holdStream) release(ctx context.Context) error {
 		return err
 	}
 	lc := s.conn
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() {
-			s.mu.Lock()
-			if s.live == lc {
-				lc.Interrupt()
-			}
-			s.mu.Unlock()
-		})
-	}
 	// Until the reply, the stream still claims the key: past the moment it
 	// promised to give that claim up, the release is a loss.
 	deadline := time.Now().Add(s.c.cfg.connectTimeout)
 	if s.lossAt.Before(deadline) {
 		deadline = s.lossAt
 	}
-	line, err := lc.exchange(req, deadline)
+	line, err := lc.exchange(ctx, req, deadline)
 	if err == nil {
 		err = wire.ParseOK(req.Cmd, line)
-	}
-	if !stop() && err == nil {
-		// ctx ended as the reply came: the lock is released, but the
-		// connection may carry the interruption.
-		lc.close()
-		s.conn = nil
 	}
 	if err != nil {
 		switch {
@@ -419,13 +403,11 @@ func (s *holdStream) release(ctx context.Context) error {
 		s.lose(err, true)
 		return err
 	}
-	if s.conn != nil {
-		s.mu.Lock()
-		s.live = nil // from here on, hurry leaves lc alone
-		s.mu.Unlock()
-		s.conn = nil
-		s.c.pools[s.srv].put(lc) // unless a hurry came first: see usable
-	}
+	s.mu.Lock()
+	s.live = nil // from here on, hurry leaves lc alone
+	s.mu.Unlock()
+	s.conn = nil
+	s.c.pools[s.srv].put(lc) // unless a hurry came first: see usable
 	s.end(Released{Key: s.key, At: time.Now()}, s.userErr())
 	return nil
 }

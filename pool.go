@@ -66,14 +66,14 @@ func (lc *lockConn) hangUp() {
 	}
 }
 
-// exchange sends req and reads its reply before deadline. A failure closes
-// the connection.
-func (lc *lockConn) exchange(req wire.Request, deadline time.Time) (string, error) {
+// exchange sends req and reads its reply before deadline and within ctx
+// (see wire.SyncConn.ExchangeContext). A failure closes the connection.
+func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline time.Time) (string, error) {
 	if lc.watch == nil {
-		return lc.Exchange(req, deadline)
+		return lc.ExchangeContext(ctx, req, deadline)
 	}
 	lc.watch.Pause()
-	line, err := lc.Exchange(req, deadline)
+	line, err := lc.ExchangeContext(ctx, req, deadline)
 	if err == nil {
 		lc.watch.Resume()
 	}

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"sync"
+	"time"
 
 	"github.com/sourcegraph/conc"
 
@@ -186,28 +186,17 @@ func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse f
 	if err != nil {
 		return err
 	}
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, lc.Interrupt)
-	}
-	deadline, bounded := ctx.Deadline()
-	line, err := lc.exchange(req, deadline)
-	interrupted := !stop()
+	line, err := lc.exchange(ctx, req, time.Time{})
 	switch {
 	case err == nil:
-	case ctx.Err() != nil:
-		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, ctx.Err(), err)
-	case bounded && errors.Is(err, os.ErrDeadlineExceeded):
-		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, context.DeadlineExceeded, err)
+		err = parse(line)
+	case ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
+		err = fmt.Errorf("dfstream: %s: %w", req.Cmd, err)
 	default:
 		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, ErrConnLost, err)
 	}
-	if err == nil {
-		err = parse(line)
-	}
-	if interrupted || (err != nil && !errors.Is(err, wire.ErrServer)) {
-		// Out of step, or carrying ctx's interruption: never reused.
-		lc.close()
+	if err != nil && !errors.Is(err, wire.ErrServer) {
+		lc.close() // out of step, or not understood: never reused
 	} else {
 		c.pools[i].put(lc)
 	}

@@ -46,6 +46,52 @@ func NewSyncConn(nc net.Conn, maxReply int) *SyncConn {
 // means none). It must not be called concurrently with itself. On a
 // stopped SyncConn it returns Err.
 func (c *SyncConn) Exchange(req Request, deadline time.Time) (string, error) {
+	return c.exchange(context.Background(), req, deadline)
+}
+
+// ExchangeContext is Exchange bounded by ctx as well. If ctx ends first
+// the exchange is cut short (stopping the SyncConn, as any failure does)
+// and the error matches ctx's error; a ctx that has ended already writes
+// nothing and leaves the SyncConn as it is. A ctx that ends as the reply
+// arrives leaves nothing behind: the next exchange is not cut short.
+func (c *SyncConn) ExchangeContext(ctx context.Context, req Request, deadline time.Time) (string, error) {
+	if ctx.Done() == nil {
+		return c.exchange(context.Background(), req, deadline)
+	}
+	if err := req.check(); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("dflockd: %s: %w", req.Cmd, err)
+	}
+	ctxDeadline, bounded := ctx.Deadline()
+	if bounded = bounded && (deadline.IsZero() || ctxDeadline.Before(deadline)); bounded {
+		deadline = ctxDeadline
+	}
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(interrupted)
+		c.interruptInFlight()
+	})
+	line, err := c.exchange(ctx, req, deadline)
+	if !stop() {
+		<-interrupted // so that it cannot reach a later exchange
+	}
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	case bounded && errors.Is(err, os.ErrDeadlineExceeded):
+		// The socket's deadline is ctx's, and may pass just before ctx's
+		// own timer fires.
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return line, err
+}
+
+// exchange is Exchange, cut short at its start when ctx has ended: ctx's
+// AfterFunc may have run before the exchange was in flight.
+func (c *SyncConn) exchange(ctx context.Context, req Request, deadline time.Time) (string, error) {
 	if err := req.check(); err != nil {
 		return "", err
 	}
@@ -55,6 +101,9 @@ func (c *SyncConn) Exchange(req Request, deadline time.Time) (string, error) {
 	c.dmu.Lock()
 	if !c.limit.IsZero() && (deadline.IsZero() || c.limit.Before(deadline)) {
 		deadline = c.limit
+	}
+	if ctx.Err() != nil {
+		deadline = aLongTimeAgo
 	}
 	c.limit, c.current, c.inflight = time.Time{}, deadline, true
 	err := c.nc.SetDeadline(deadline)
@@ -111,6 +160,17 @@ func (c *SyncConn) Expedited() bool {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	return !c.limit.IsZero()
+}
+
+// interruptInFlight ends the exchange in flight at once, if there is one,
+// and leaves later exchanges alone.
+func (c *SyncConn) interruptInFlight() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.inflight {
+		c.current = aLongTimeAgo
+		_ = c.nc.SetDeadline(aLongTimeAgo)
+	}
 }
 
 // Interrupt ends the exchange in flight at once, or the next one.
@@ -179,25 +239,11 @@ func (d *Dialer) DialSync(ctx context.Context, addr string) (*SyncConn, error) {
 	if d.AuthToken == "" {
 		return c, nil
 	}
-	stop := context.AfterFunc(ctx, c.Interrupt)
-	deadline, bounded := ctx.Deadline()
-	line, err := c.Exchange(auth, deadline)
-	if !stop() && err == nil {
-		// ctx ended as the reply came; the interruption is pending.
-		err = fmt.Errorf("auth interrupted: %w", ctx.Err())
-	}
+	line, err := c.ExchangeContext(ctx, auth, time.Time{})
 	if err == nil {
 		err = authReply(line)
 	}
 	if err != nil {
-		switch {
-		case ctx.Err() != nil && !errors.Is(err, ctx.Err()):
-			err = fmt.Errorf("%w: %w", ctx.Err(), err)
-		case bounded && errors.Is(err, os.ErrDeadlineExceeded):
-			// The socket's deadline is ctx's, and may pass just before
-			// ctx's own timer fires.
-			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
-		}
 		_ = c.Close()
 		return nil, fmt.Errorf("dflockd: dial %s: auth: %w", addr, err)
 	}

@@ -175,3 +175,34 @@ func TestSyncConnExpeditedUntilTheNextExchange(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, c.Expedited(), "the exchange it bounded took it")
 }
+
+func TestSyncConnExchangeContextEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	c := syncConn(t, silent)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err := c.ExchangeContext(ctx, lreq("k"), time.Now().Add(time.Minute))
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.ErrorIs(t, err, wire.ErrClosed, "cut short, the connection is out of step")
+}
+
+func TestSyncConnExchangeContextAlreadyEndedSendsNothing(t *testing.T) {
+	t.Parallel()
+	c := syncConn(t, (*peer).echo)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := c.ExchangeContext(ctx, lreq("a"), soon())
+	assert.ErrorIs(t, err, context.Canceled)
+	line, err := c.Exchange(lreq("b"), soon())
+	require.NoError(t, err)
+	assert.Equal(t, "ok b", line, "the peer saw nothing of the first")
+}
+
+func TestSyncConnExchangeContextDeadlineIsTheContexts(t *testing.T) {
+	t.Parallel()
+	c := syncConn(t, silent)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := c.ExchangeContext(ctx, lreq("k"), time.Now().Add(time.Minute))
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
