@@ -108,7 +108,7 @@ func (s *holdStream) connect() (*lockConn, error) {
 			cancel()
 		}
 		var err error
-		lc, err = s.c.lockConn(ctx, s.srv)
+		lc, err = s.c.dialLock(ctx, s.srv) // the pool is empty: asked above
 		s.mu.Lock()
 		s.dialCancel = nil
 		s.mu.Unlock()
@@ -328,7 +328,7 @@ func (s *holdStream) renew() error {
 	}
 	line, err := s.conn.exchange(context.Background(), req, s.lossAt)
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt) {
+		if s.ranOut(err) {
 			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
 		}
 		return connLost(err) // or cut short by a release
@@ -352,6 +352,12 @@ func (s *holdStream) renew() error {
 	s.mu.Unlock()
 	s.out.emit(ev)
 	return nil
+}
+
+// ranOut reports whether an exchange failed by reaching the moment the
+// stream declares Lost, rather than for another reason.
+func (s *holdStream) ranOut(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt)
 }
 
 // hungUp runs on the connection watcher's goroutine when the server hangs
@@ -395,7 +401,7 @@ func (s *holdStream) release(ctx context.Context) error {
 			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
 		case ctx.Err() != nil:
 			err = fmt.Errorf("%w: release abandoned: %w", ErrConnLost, ctx.Err())
-		case errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt):
+		case s.ranOut(err):
 			err = fmt.Errorf("%w: no reply to the release: %w", ErrDeadlinePassed, err)
 		default:
 			err = fmt.Errorf("%w: %w", ErrConnLost, err)
@@ -407,7 +413,7 @@ func (s *holdStream) release(ctx context.Context) error {
 	s.live = nil // from here on, hurry leaves lc alone
 	s.mu.Unlock()
 	s.conn = nil
-	s.c.pools[s.srv].put(lc) // unless a hurry came first: see usable
+	s.c.pools[s.srv].put(lc, s.c.watcher) // unless a hurry came first: see usable
 	s.end(Released{Key: s.key, At: time.Now()}, s.userErr())
 	return nil
 }

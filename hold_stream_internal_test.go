@@ -21,9 +21,6 @@ func portableClient(t *testing.T, addr string, opts ...Option) *Client {
 	c, err := New(append([]Option{WithServers(addr)}, opts...)...)
 	require.NoError(t, err)
 	c.watcher = hangup.NewPortable()
-	for _, p := range c.pools {
-		p.watcher = c.watcher
-	}
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c
 }

@@ -38,6 +38,11 @@ func (c *Client) lockConn(ctx context.Context, i int) (*lockConn, error) {
 	if lc := c.pools[i].get(); lc != nil {
 		return lc, nil
 	}
+	return c.dialLock(ctx, i)
+}
+
+// dialLock dials a new lock connection to server i.
+func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 	sc, err := c.dialer.DialSync(ctx, c.cfg.servers[i])
 	if err != nil {
 		return nil, fmt.Errorf("dfstream: %w", err)
@@ -92,7 +97,6 @@ func (lc *lockConn) close() {
 // dropped when the server hung up on it or when it has been idle long
 // enough for the server's read timeout to be near.
 type pool struct {
-	watcher    *hangup.Watcher
 	mu         sync.Mutex
 	closed     bool
 	idle       []*lockConn
@@ -122,15 +126,15 @@ func (p *pool) usable(lc *lockConn) bool {
 		time.Since(lc.LastUsed()) < p.staleAfter
 }
 
-// put returns lc to the pool, watched for hang-ups, or closes it when the
-// pool is full.
-func (p *pool) put(lc *lockConn) {
+// put returns lc to the pool, watched for hang-ups by w, or closes it when
+// the pool is full.
+func (p *pool) put(lc *lockConn, w *hangup.Watcher) {
 	lc.owner.Store(nil)
 	p.mu.Lock()
 	room := p.room()
 	p.mu.Unlock()
 	// Watching costs a system call: only for a connection kept.
-	if !room || lc.watchWith(p.watcher) != nil {
+	if !room || lc.watchWith(w) != nil {
 		lc.close()
 		return
 	}

@@ -28,11 +28,10 @@ func (r *renewals) add(s *holdStream, at time.Time) {
 	if r.stop {
 		return
 	}
+	s.renewAt = at
 	if s.renewIndex >= 0 {
-		s.renewAt = at
 		heap.Fix(&r.due, s.renewIndex)
 	} else {
-		s.renewAt = at
 		heap.Push(&r.due, s)
 	}
 	if r.armed.IsZero() || at.Before(r.armed) {

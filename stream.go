@@ -76,7 +76,7 @@ func New(opts ...Option) (*Client, error) {
 		closeDone: make(chan struct{}),
 	}
 	for range cfg.servers {
-		c.pools = append(c.pools, &pool{watcher: c.watcher, max: cfg.poolSize, staleAfter: cfg.serverReadTimeout / 2})
+		c.pools = append(c.pools, &pool{max: cfg.poolSize, staleAfter: cfg.serverReadTimeout / 2})
 	}
 	return c, nil
 }
@@ -198,7 +198,7 @@ func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse f
 	if err != nil && !errors.Is(err, wire.ErrServer) {
 		lc.close() // out of step, or not understood: never reused
 	} else {
-		c.pools[i].put(lc)
+		c.pools[i].put(lc, c.watcher)
 	}
 	return err
 }
