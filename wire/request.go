@@ -45,17 +45,23 @@ func (k Kind) String() string {
 	}
 }
 
-// cmd picks the command name of k: the lock form or the "s"-prefixed
-// semaphore form.
-func (k Kind) cmd(lock, sem string) (string, error) {
+// keyed picks the command name of k (the lock form or the "s"-prefixed
+// semaphore form) and validates the key every lock and semaphore request
+// carries.
+func (k Kind) keyed(lock, sem, key string) (string, error) {
+	var cmd string
 	switch k {
 	case KindLock:
-		return lock, nil
+		cmd = lock
 	case KindSemaphore:
-		return sem, nil
+		cmd = sem
 	default:
 		return "", &InputError{Field: "kind", Value: k.String(), Reason: "unknown kind"}
 	}
+	if err := ValidateKey("key", key); err != nil {
+		return "", err
+	}
+	return cmd, nil
 }
 
 // Request is one validated three-line request. The zero value is invalid.
@@ -275,11 +281,8 @@ func appendLease(arg []byte, lease time.Duration) ([]byte, error) {
 // [<lease>]". timeout 0 means try once; lease 0 means the server default;
 // limit must be positive for KindSemaphore and is ignored for KindLock.
 func Acquire(k Kind, key string, timeout time.Duration, limit int, lease time.Duration) (Request, error) {
-	cmd, err := k.cmd("l", "sl")
+	cmd, err := k.keyed("l", "sl", key)
 	if err != nil {
-		return Request{}, err
-	}
-	if err := ValidateKey("key", key); err != nil {
 		return Request{}, err
 	}
 	t, err := Seconds("timeout", timeout)
@@ -304,11 +307,8 @@ func Acquire(k Kind, key string, timeout time.Duration, limit int, lease time.Du
 // Enqueue builds e (KindLock) or se (KindSemaphore): "[<limit>] [<lease>]",
 // the first phase of a two-phase acquire.
 func Enqueue(k Kind, key string, limit int, lease time.Duration) (Request, error) {
-	cmd, err := k.cmd("e", "se")
+	cmd, err := k.keyed("e", "se", key)
 	if err != nil {
-		return Request{}, err
-	}
-	if err := ValidateKey("key", key); err != nil {
 		return Request{}, err
 	}
 	var buf [64]byte
@@ -329,11 +329,8 @@ func Enqueue(k Kind, key string, limit int, lease time.Duration) (Request, error
 // phase of a two-phase acquire. A timed-out wait forgets the enqueue on the
 // server.
 func Wait(k Kind, key string, timeout time.Duration) (Request, error) {
-	cmd, err := k.cmd("w", "sw")
+	cmd, err := k.keyed("w", "sw", key)
 	if err != nil {
-		return Request{}, err
-	}
-	if err := ValidateKey("key", key); err != nil {
 		return Request{}, err
 	}
 	t, err := Seconds("timeout", timeout)
@@ -347,11 +344,8 @@ func Wait(k Kind, key string, timeout time.Duration) (Request, error) {
 // Callers should always pass their lease: without one the server resets the
 // lease to its default, not to the original.
 func Renew(k Kind, key, token string, lease time.Duration) (Request, error) {
-	cmd, err := k.cmd("n", "sn")
+	cmd, err := k.keyed("n", "sn", key)
 	if err != nil {
-		return Request{}, err
-	}
-	if err := ValidateKey("key", key); err != nil {
 		return Request{}, err
 	}
 	if err := ValidateToken(token); err != nil {
@@ -367,11 +361,8 @@ func Renew(k Kind, key, token string, lease time.Duration) (Request, error) {
 
 // Release builds r (KindLock) or sr (KindSemaphore): "<token>".
 func Release(k Kind, key, token string) (Request, error) {
-	cmd, err := k.cmd("r", "sr")
+	cmd, err := k.keyed("r", "sr", key)
 	if err != nil {
-		return Request{}, err
-	}
-	if err := ValidateKey("key", key); err != nil {
 		return Request{}, err
 	}
 	if err := ValidateToken(token); err != nil {
