@@ -402,29 +402,16 @@ func (c *conn) cmdAcquire(key, arg []byte, sem bool) bool {
 	}
 	var f [3][]byte
 	nf := splitFields(arg, f[:])
-	minF, maxF := 1, 2
-	if sem {
-		minF, maxF = 2, 3
-	}
-	if nf < minF || nf > maxF {
+	if nf < 1 {
 		return c.writeReply(lineError)
 	}
 	timeout, ok := parseTimeout(f[0])
 	if !ok {
 		return c.writeReply(lineError)
 	}
-	limit, next := 1, 1
-	if sem {
-		if limit, ok = parseLimit(f[1]); !ok {
-			return c.writeReply(lineError)
-		}
-		next = 2
-	}
-	lease := c.s.defaultLease
-	if nf > next {
-		if lease, ok = parseLease(f[next]); !ok {
-			return c.writeReply(lineError)
-		}
+	limit, lease, ok := c.limitAndLease(f[1:], nf-1, sem)
+	if !ok {
+		return c.writeReply(lineError)
 	}
 	st, g, w := c.s.tbl.acquire(c.sess, key, limit, lease, timeout > 0, time.Now())
 	if st == stWait {
@@ -503,6 +490,34 @@ func (c *conn) cmdRenew(key, arg []byte) bool {
 	return c.replyStatus(st)
 }
 
+// limitAndLease parses what l/sl and e/se take after their leading
+// fields: a limit for a semaphore (1 for a lock), then an optional lease
+// (the server default when absent). tail holds the fields, n how many there
+// were (more than len(tail) when there were too many). ok is false for a
+// wrong count or a bad value.
+func (c *conn) limitAndLease(tail [][]byte, n int, sem bool) (limit int, lease int64, ok bool) {
+	need := 0
+	if sem {
+		need = 1
+	}
+	if n < need || n > need+1 {
+		return 0, 0, false
+	}
+	limit = 1
+	if sem {
+		if limit, ok = parseLimit(tail[0]); !ok {
+			return 0, 0, false
+		}
+	}
+	lease = c.s.defaultLease
+	if n > need {
+		if lease, ok = parseLease(tail[need]); !ok {
+			return 0, 0, false
+		}
+	}
+	return limit, lease, true
+}
+
 // cmdEnqueue serves e ([lease]) and se (limit [lease]).
 func (c *conn) cmdEnqueue(key, arg []byte, sem bool) bool {
 	if !validKey(key) {
@@ -510,26 +525,9 @@ func (c *conn) cmdEnqueue(key, arg []byte, sem bool) bool {
 	}
 	var f [2][]byte
 	nf := splitFields(arg, f[:])
-	minF, maxF := 0, 1
-	if sem {
-		minF, maxF = 1, 2
-	}
-	if nf < minF || nf > maxF {
+	limit, lease, ok := c.limitAndLease(f[:], nf, sem)
+	if !ok {
 		return c.writeReply(lineError)
-	}
-	limit, next := 1, 0
-	ok := true
-	if sem {
-		if limit, ok = parseLimit(f[0]); !ok {
-			return c.writeReply(lineError)
-		}
-		next = 1
-	}
-	lease := c.s.defaultLease
-	if nf > next {
-		if lease, ok = parseLease(f[next]); !ok {
-			return c.writeReply(lineError)
-		}
 	}
 	st, g := c.s.tbl.enqueue(c.sess, key, limit, lease, time.Now())
 	if st == stAcquired {
