@@ -386,6 +386,7 @@ func (c *conn) dispatch() bool {
 	case "signal":
 		return c.cmdSignal(key, arg)
 	case "ping":
+		c.s.pings.Add(1)
 		if c.s.cfg.PingError {
 			return c.writeReply(lineError)
 		}

@@ -90,6 +90,7 @@ type Server struct {
 	nextID  atomic.Uint64
 
 	paused atomic.Bool
+	pings  atomic.Uint64
 
 	frozen    atomic.Bool
 	freezeGen atomic.Uint64
@@ -438,6 +439,10 @@ func (s *Server) muteMatcher() func(ConnInfo) bool {
 	defer s.muteMu.Unlock()
 	return s.muteMatch
 }
+
+// Pings returns how many ping requests the server has received, on every
+// connection, since it started: for tests of heartbeats.
+func (s *Server) Pings() uint64 { return s.pings.Load() }
 
 // Conns returns the open connections, ordered by ID.
 func (s *Server) Conns() []ConnInfo {
