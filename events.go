@@ -125,18 +125,26 @@ type Signal struct {
 // Disconnected reports that a signal stream lost its connection. Reason says
 // why (ErrConnLost, or ErrSilentConnection when the heartbeat found the
 // connection open but not delivering). The stream reconnects by itself;
-// signals sent until Reconnected are not received (delivery is at most
-// once).
+// signals sent from Since until Reconnected may not be received (delivery
+// is at most once), and no signal is delivered between this event and
+// Reconnected.
 type Disconnected struct {
 	Server string
 	Reason error
-	At     time.Time
+	// Since is the last moment delivery was known to work: when the last
+	// signal or probe came in on the lost connection (or its subscriptions
+	// were confirmed, if later). A silent connection is noticed some time
+	// after it stopped delivering; Since is before that, At after.
+	Since time.Time
+	At    time.Time
 }
 
 // Reconnected reports that a signal stream has a connection again and
-// listens to all its subscriptions again: signals are received from At on.
-// Since is when the connection was lost (the Disconnected event), so the
-// window in which signals were missed is [Since, At].
+// listens to all its subscriptions again: signals are received from At on,
+// and every signal delivered after this event came through the new
+// connection (or a later one). Since is the Disconnected event's Since, the
+// last moment delivery was known to work, so the window in which signals
+// may have been missed is [Since, At].
 //
 // While the consumer is behind, outages that follow one another without a
 // signal between them are folded into one: the consumer sees one
@@ -145,7 +153,7 @@ type Disconnected struct {
 type Reconnected struct {
 	Server    string
 	Attempts  int           // connection attempts it took
-	Since     time.Time     // when the connection was lost
+	Since     time.Time     // when delivery was last known to work (Disconnected.Since)
 	Down      time.Duration // At - Since
 	Coalesced int
 	At        time.Time

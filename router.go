@@ -377,13 +377,18 @@ func (r *Router) match(channel string, visit func(string, *route)) {
 // ctx ends, so that the calls in flight can finish.
 //
 // Run returns nil when ctx ended, or the error that stopped the router: a
-// connection or subscription that failed at start, authentication refused,
+// connection or subscription that failed at start (a server that cannot be
+// reached matches ErrUnreachable), authentication refused (ErrAuth, also
+// when no token is configured for a server that requires one),
 // a subscription the server rejected, overflow under FailStream, or the
 // Client closed under it (an error matching ErrClosed). If a handler
 // panicked without the Recover middleware, or the error or event handler
 // panicked, the router stops and Run re-panics with that panic (and its
 // stack) once drained.
 func (r *Router) Run(ctx context.Context) (err error) {
+	if ctx == nil {
+		return fmt.Errorf("dfstream: router: nil context: %w", ErrInvalidInput)
+	}
 	r.mu.Lock()
 	if r.started {
 		r.mu.Unlock()

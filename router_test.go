@@ -704,7 +704,35 @@ func TestRouterRunFailsWhenTheServerIsUnreachable(t *testing.T) {
 	require.NoError(t, r.Handle("a", dfstream.HandlerFunc(func(context.Context, dfstream.Signal) error { return nil })))
 	err := r.Run(ctxT(t, 5*time.Second))
 	require.Error(t, err)
+	assert.ErrorIs(t, err, dfstream.ErrUnreachable)
 	assert.NotErrorIs(t, err, dfstream.ErrInvalidInput)
+}
+
+func TestRouterRunWithoutTheAuthTokenTheServerWantsReturnsErrAuth(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{AuthToken: "secret"})
+	needServer(t, srv, "auth token")
+	c, err := dfstream.New(dfstream.WithServers(addr)) // no token
+	require.NoError(t, err)
+	defer c.Close()
+	r := newRouter(t, c)
+	nop := dfstream.HandlerFunc(func(context.Context, dfstream.Signal) error { return nil })
+	require.NoError(t, r.Handle("a", nop))
+	require.NoError(t, r.HandleGroup("b", "g", nop))
+	errc, panicked := runResult(r, ctxT(t, 30*time.Second))
+	select {
+	case err := <-errc:
+		assert.ErrorIs(t, err, dfstream.ErrAuth)
+	case v := <-panicked:
+		require.FailNow(t, "Run panicked", "%v", v)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "Run did not return")
+	}
+	select {
+	case <-r.Ready():
+		assert.Fail(t, "the router was never ready")
+	default:
+	}
 }
 
 // runResult runs r on ctx and returns Run's result, or the value Run

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,8 +50,26 @@ const (
 	callResub                       // listening again after a reconnect
 	callProbeListen                 // the probe channel's subscription
 	callPing                        // heartbeat ping
-	callProbe                       // heartbeat probe signal
+	callProbe                       // heartbeat probe signal, on this connection
+	callKeepalive                   // a signal instead of ping, for servers that refuse it
 )
+
+// cmd is the command a call of kind k sends, for error messages.
+func (k callKind) cmd() string {
+	switch k {
+	case callUnlisten:
+		return "unlisten"
+	case callEmit, callProbe, callKeepalive:
+		return "signal"
+	case callPing:
+		return "ping"
+	}
+	return "listen"
+}
+
+// keepalivePayload is the payload of a callKeepalive signal: not a probe
+// sequence number, so its arrival proves nothing (see onPush).
+const keepalivePayload = "keepalive"
 
 type inflight struct {
 	kind callKind
@@ -58,6 +77,17 @@ type inflight struct {
 	cmd  *sigCmd
 	sub  Subscription
 	seq  uint64 // callProbe: the probe's sequence number
+	prev uint64 // callProbe: the probe expected back before this one
+}
+
+// probeResult is the outcome of a probe emitted on a connection of its own
+// (sigActor.probeAround).
+type probeResult struct {
+	seq uint64
+	req wire.Request // the probe signal
+	gen uint64       // the connection it probed (sigActor.gen)
+	n   int          // copies the server counted
+	err error
 }
 
 type dialResult struct {
@@ -83,16 +113,27 @@ type sigActor struct {
 	subs     []subState
 	subIndex map[Subscription]int
 
+	// unlistening counts the Unlisten requests in flight per subscription:
+	// a Listen confirmed while one is pending was overtaken by it.
+	unlistening map[Subscription]int
+
 	staged Event // taken from the inbox, being offered to the consumer
 
-	hb        *time.Timer
-	probeOn   bool // heartbeat probes are enabled for this stream
-	probeOK   bool // the probe subscription is in place on this connection
-	probeSeq  uint64
-	pingOut   bool // a ping is unanswered
-	resubLeft int  // listens of a new connection still unanswered
-	ready     bool // connected, and every subscription confirmed
-	reconnect bool // between a loss and the Reconnected event
+	hb          *time.Timer
+	gen         uint64 // counts connections
+	probeOn     bool   // heartbeat probes are enabled for this stream
+	probeOK     bool   // the probe subscription is in place on this connection
+	probeNext   uint64 // the last probe sequence number used
+	probeSeq    uint64 // the newest probe that must have come back by the next heartbeat
+	probing     bool   // a probe is being emitted on a connection of its own
+	probeRes    chan probeResult
+	probeWG     sync.WaitGroup
+	strays      int  // probes in a row the server at the address counted no copy of
+	pingOut     bool // a ping is unanswered
+	pingRefused bool // this connection's server answers error to ping
+	resubLeft   int  // listens of a new connection still unanswered
+	ready       bool // connected, and every subscription confirmed
+	reconnect   bool // between a loss and the Reconnected event
 
 	retry     *time.Timer
 	dialing   bool
@@ -142,7 +183,9 @@ func (a *sigActor) run(ctx context.Context) {
 				a.stop(Failed{Err: err, At: time.Now()}, err)
 				break
 			}
-			if a.staged == nil {
+			if a.staged != nil {
+				a.staged = s.box.retake(a.staged)
+			} else {
 				a.staged = s.box.next()
 			}
 		case cmd := <-s.cmds:
@@ -152,7 +195,9 @@ func (a *sigActor) run(ctx context.Context) {
 		case <-connDone:
 			a.lost(fmt.Errorf("%w: %w", ErrConnLost, a.conn.Err()))
 		case <-hb:
-			a.heartbeat()
+			a.heartbeat(ctx)
+		case res := <-a.probeRes:
+			a.probed(res)
 		case <-retry:
 			a.dial(ctx)
 		case res := <-a.dialRes:
@@ -173,6 +218,7 @@ func (a *sigActor) finish() {
 	a.hb.Stop()
 	a.retry.Stop()
 	a.dialWG.Wait()
+	a.probeWG.Wait()
 	select {
 	case res := <-a.dialRes:
 		if res.conn != nil {
@@ -235,11 +281,12 @@ func (a *sigActor) answerLost(c inflight, err error) {
 // every subscription again, then send what waited for a connection.
 func (a *sigActor) connected() {
 	s := a.s
-	a.probeOK, a.pingOut = false, false
+	a.gen++
+	a.probeOK, a.pingOut, a.pingRefused, a.strays = false, false, false, 0
 	// No probe of an earlier connection can arrive any more (its reader
-	// has exited): forget the one that may have been lost with it.
-	a.probeSeq = max(a.probeSeq, s.probeSeen.Load())
-	s.probeSeen.Store(a.probeSeq)
+	// has exited): forget the ones that may have been lost with it.
+	a.probeSeq = a.probeNext
+	s.probeSeen.Store(a.probeNext)
 	a.resubLeft = 0
 	if a.probeOn {
 		req, err := wire.Listen(s.probeCh, "")
@@ -277,9 +324,10 @@ func (a *sigActor) resubscribed() {
 	s := a.s
 	a.ready = true
 	s.connected.Store(true)
+	now := time.Now()
+	s.lastSeen.Store(now.UnixNano()) // the server delivers from here on
 	if a.reconnect {
 		a.reconnect = false
-		now := time.Now()
 		s.box.pushState(Reconnected{
 			Server:   s.addr,
 			Attempts: a.attempt,
@@ -326,6 +374,9 @@ func (a *sigActor) send(c inflight, req wire.Request) bool {
 	}
 	c.call = call
 	a.calls = append(a.calls, c)
+	if c.kind == callUnlisten {
+		a.unlistening[c.sub]++
+	}
 	return true
 }
 
@@ -442,12 +493,40 @@ func (a *sigActor) replies() {
 	}
 }
 
+// unlistened records that the Unlisten c is no longer in flight.
+func (a *sigActor) unlistened(c inflight) {
+	if a.unlistening[c.sub]--; a.unlistening[c.sub] <= 0 {
+		delete(a.unlistening, c.sub)
+	}
+}
+
 // handle processes one reply.
 func (a *sigActor) handle(c inflight, line string) {
 	s := a.s
+	if c.kind == callUnlisten {
+		a.unlistened(c)
+	}
+	if !strings.HasPrefix(line, "ok") && errors.Is(wire.ParseOK(c.kind.cmd(), line), ErrAuth) {
+		// The server wants a token this Client does not have (or not
+		// this one): no reconnect can fix that.
+		err := fmt.Errorf("dfstream: signals: authentication refused: %w", wire.ParseOK(c.kind.cmd(), line))
+		if c.cmd != nil {
+			c.cmd.answer(0, err)
+		}
+		a.stop(Failed{Err: err, At: time.Now()}, err)
+		return
+	}
 	switch c.kind {
 	case callListen:
 		err := wire.ParseOK("listen", line)
+		if a.unlistening[c.sub] > 0 {
+			// An Unlisten sent after this Listen undoes it.
+			if err == nil {
+				err = fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened)
+			}
+			c.cmd.answer(0, err)
+			return
+		}
 		if i, ok := a.subIndex[c.sub]; ok {
 			if err == nil {
 				a.subs[i].confirmed = true
@@ -495,24 +574,40 @@ func (a *sigActor) handle(c inflight, line string) {
 		}
 	case callPing:
 		a.pingOut = false // ok, or error from servers that do not know ping
-	case callProbe:
+		if !a.pingRefused && wire.ParseOK("ping", line) != nil {
+			// Such servers log a warning for every ping: the probe
+			// keeps the connection alive instead (see heartbeat).
+			a.pingRefused = true
+			s.log.Debug().Msg("the server answers error to ping; no more pings on this connection")
+		}
+	case callProbe, callKeepalive:
 		n, err := wire.ParseSignalReply(line)
 		switch {
 		case err != nil:
 			a.probeOK = false
 			s.log.Warn().Err(err).Msg("probe signal refused; heartbeat will only ping")
-		case n == 0 && a.probeSeq == c.seq:
+		case n == 0 && c.kind == callProbe && a.probeSeq == c.seq:
 			// Not a black hole (the server counts one): the server
 			// dropped this copy because the connection's push queue was
 			// full at that moment (protocol.md §4). The probe proves
 			// nothing either way: take it back, as if never sent.
-			a.probeSeq = c.seq - 1
+			a.probeSeq = c.prev
 		}
 	}
 }
 
-// heartbeat pings, probes, and checks that the previous round came back.
-func (a *sigActor) heartbeat() {
+// heartbeat checks that the previous round came back, keeps the connection
+// alive and probes it.
+//
+// Keeping alive: a request re-arms the server's read deadline. That is a
+// ping, unless the server answered error to one on this connection (servers
+// of the signals era do, and log a warning each time): then, while the
+// probe subscription is in place, a signal to the probe channel on this
+// connection instead.
+//
+// Probing: a signal to the probe channel, emitted on a connection of its
+// own (probeAround), must come back on this one by the next heartbeat.
+func (a *sigActor) heartbeat(ctx context.Context) {
 	s := a.s
 	if a.pingOut {
 		a.lost(fmt.Errorf("%w: ping unanswered for %v", ErrSilentConnection, s.cfg.heartbeat))
@@ -522,18 +617,98 @@ func (a *sigActor) heartbeat() {
 		a.lost(fmt.Errorf("%w: probe signal not delivered within %v", ErrSilentConnection, s.cfg.heartbeat))
 		return
 	}
-	if a.send(inflight{kind: callPing}, wire.Ping()) {
+	if a.pingRefused && a.probeOK {
+		req, err := wire.Signal(s.probeCh, keepalivePayload)
+		if err == nil {
+			a.send(inflight{kind: callKeepalive}, req)
+		}
+	} else if a.send(inflight{kind: callPing}, wire.Ping()) {
 		a.pingOut = true
 	}
-	if a.conn != nil && a.probeOK {
-		seq := a.probeSeq + 1
-		req, err := wire.Signal(s.probeCh, strconv.FormatUint(seq, 10))
-		if err == nil && a.send(inflight{kind: callProbe, seq: seq}, req) {
-			a.probeSeq = seq
-		}
+	if a.conn != nil && a.probeOK && !a.probing {
+		a.probeNext++
+		a.probeAround(ctx, a.probeNext)
 	}
 	if a.conn != nil {
 		a.hb.Reset(s.cfg.heartbeat)
+	}
+}
+
+// probeAround emits probe seq on a freshly dialled connection to the
+// stream's address, on a goroutine (result on probeRes), bounded by one
+// heartbeat interval.
+//
+// Not on the stream's own connection: a server that shuts down gracefully
+// keeps serving its open connections (pings, and signals among them) for
+// up to its drain timeout while a new process listens on the address, and
+// everyone else's signals go to the new one. A probe that went through the
+// old server would come back and prove nothing. A fresh connection reaches
+// whichever process owns the address now, as any emitter's would; the
+// probe coming back shows the two are one. Not a pooled connection either:
+// it may itself be one to the old process. One dial per heartbeat (every
+// 15s by default) is the cost.
+func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
+	s := a.s
+	req, err := wire.Signal(s.probeCh, probePayload(seq, time.Now()))
+	if err != nil {
+		return // cannot happen: the channel was validated by its listen
+	}
+	res := probeResult{seq: seq, req: req, gen: a.gen}
+	a.probing = true
+	a.probeWG.Add(1)
+	go func() {
+		defer a.probeWG.Done()
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.heartbeat)
+		defer cancel()
+		sc, err := s.c.dialer.DialSync(ctx, s.addr)
+		if err == nil {
+			var line string
+			line, err = sc.ExchangeContext(ctx, res.req, time.Time{})
+			_ = sc.Close()
+			if err == nil {
+				res.n, err = wire.ParseSignalReply(line)
+			}
+		}
+		res.err = err
+		a.probeRes <- res // room for it: one probe at a time
+	}()
+}
+
+// probePayload is the payload of probe seq emitted at t: the sequence
+// number, and the time, which its arrival proves delivery worked at (see
+// SignalStream.onPush).
+func probePayload(seq uint64, t time.Time) string {
+	return strconv.FormatUint(seq, 10) + " " + strconv.FormatInt(t.UnixNano(), 10)
+}
+
+// probed takes the result of probeAround.
+func (a *sigActor) probed(res probeResult) {
+	s := a.s
+	a.probing = false
+	if res.gen != a.gen || a.conn == nil || !a.probeOK {
+		return // about a connection gone since
+	}
+	switch {
+	case res.err != nil:
+		// No other way in (refused: no new process listens either; or a
+		// connection limit): probe on this connection, as a black hole
+		// is still to be noticed.
+		s.log.Debug().Err(res.err).Msg("cannot probe on a connection of its own; probing on this one")
+		if a.send(inflight{kind: callProbe, seq: res.seq, prev: a.probeSeq}, res.req) {
+			a.probeSeq = res.seq
+		}
+	case res.n == 0:
+		// The process at the address does not know this connection's
+		// probe subscription: it is not the one this connection talks to
+		// (a restart, the old process draining). Once may also be this
+		// connection's push queue found full (protocol.md §4): twice in
+		// a row is not that.
+		if a.strays++; a.strays >= 2 {
+			a.lost(fmt.Errorf("%w: the server now listening at %s does not deliver to this connection (restarted?)", ErrSilentConnection, s.addr))
+		}
+	default:
+		a.strays = 0
+		a.probeSeq = max(a.probeSeq, res.seq)
 	}
 }
 
@@ -565,7 +740,7 @@ func (a *sigActor) lost(reason error) {
 		}
 		switch c.kind {
 		case callListen:
-			if _, ok := a.subIndex[c.sub]; !ok {
+			if _, ok := a.subIndex[c.sub]; !ok || a.unlistening[c.sub] > 0 {
 				// An Unlisten overtook it: nothing will listen again
 				// to c.sub, so it would wait forever.
 				c.cmd.answer(0, fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened))
@@ -573,6 +748,9 @@ func (a *sigActor) lost(reason error) {
 			}
 			a.waiters[c.sub] = append(a.waiters[c.sub], c.cmd)
 		case callUnlisten, callEmit:
+			if c.kind == callUnlisten {
+				a.unlistened(c)
+			}
 			a.answerLost(c, fmt.Errorf("%w: %w", ErrConnLost, reason))
 		}
 	}
@@ -587,9 +765,18 @@ func (a *sigActor) lost(reason error) {
 		s.log.Debug().Err(reason).Int("attempt", a.attempt).Msg("reconnect failed")
 	} else {
 		a.reconnect = true
-		a.downSince = time.Now()
-		s.log.Warn().Err(reason).Msg("signal connection lost")
-		s.box.pushState(Disconnected{Server: s.addr, Reason: reason, At: a.downSince})
+		now := time.Now()
+		// Signals may have been missed since delivery was last seen to
+		// work, which is before the loss was noticed (up to a heartbeat
+		// or two for a silent connection).
+		a.downSince = time.Unix(0, s.lastSeen.Load())
+		if a.downSince.After(now) {
+			a.downSince = now
+		}
+		s.log.Warn().Err(reason).Time("since", a.downSince).Msg("signal connection lost")
+		s.box.pushState(Disconnected{Server: s.addr, Reason: reason, Since: a.downSince, At: now})
+		// The new connection's signals wait for Reconnected.
+		s.box.hold()
 		if a.staged == nil {
 			a.staged = s.box.next()
 		}

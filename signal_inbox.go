@@ -1,6 +1,7 @@
 package dfstream
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -13,21 +14,35 @@ import (
 // channel as the consumer makes room (next/sent). Connection events queue
 // here too, in order with the signals, but do not count toward max; they
 // are few, and coalesced while the consumer is behind.
+//
+// The signal the actor holds staged counts toward max: the consumer never
+// has more than max signals waiting beyond the channel. Under DropOldest it
+// is the oldest and the first to go: it is taken back (stagedGone) and the
+// actor restages (retake); if the actor delivered it meanwhile, the next
+// oldest goes instead (sent).
+//
+// While a stream reconnects, the signals of its new connection are held
+// behind a gate (gate, an index in q) until the Reconnected event is queued
+// in front of them: none reaches the consumer between Disconnected and
+// Reconnected.
 type sigInbox struct {
-	mu     sync.Mutex
-	ch     chan Event
-	q      []Event
-	nsig   int // signals in q
-	max    int
-	policy OverflowPolicy
-	staged bool // the actor holds the event taken from the head of q
-	closed bool
-	failed bool
-	ovPos  int // index in q of an Overflow event drops can still fold into; -1 if none
-	merged int // outages folded into the next Reconnected
-	since  time.Time
-	st     SignalStats
-	wake   chan struct{}
+	mu         sync.Mutex
+	ch         chan Event
+	q          []Event
+	nsig       int // signals in q
+	max        int
+	policy     OverflowPolicy
+	staged     bool // the actor holds the event taken from the head of q
+	stagedSig  bool // ... and it is a signal, counted toward max
+	stagedGone bool // ... and DropOldest took it back: it counts as dropped
+	gate       int  // index in q from which events wait for Reconnected; -1 if none
+	closed     bool
+	failed     bool
+	ovPos      int // index in q of an Overflow event drops can still fold into; -1 if none
+	merged     int // outages folded into the next Reconnected
+	since      time.Time
+	st         SignalStats
+	wake       chan struct{}
 }
 
 func newSigInbox(eventBuffer, max int, policy OverflowPolicy) *sigInbox {
@@ -36,6 +51,7 @@ func newSigInbox(eventBuffer, max int, policy OverflowPolicy) *sigInbox {
 		max:    max,
 		policy: policy,
 		ovPos:  -1,
+		gate:   -1,
 		wake:   make(chan struct{}, 1),
 	}
 }
@@ -55,7 +71,7 @@ func (b *sigInbox) pushSignal(sig Signal) {
 		return
 	}
 	b.st.Received++
-	if len(b.q) == 0 && !b.staged {
+	if len(b.q) == 0 && !b.staged && b.gate < 0 {
 		select {
 		case b.ch <- sig:
 			b.st.Delivered++
@@ -63,14 +79,24 @@ func (b *sigInbox) pushSignal(sig Signal) {
 		default:
 		}
 	}
-	if b.nsig >= b.max {
+	held := b.nsig
+	if b.stagedSig {
+		held++
+	}
+	if held >= b.max {
 		b.st.Dropped++
 		switch b.policy {
 		case DropNewest:
 			b.overflow(len(b.q) > 0 && b.ovPos == len(b.q)-1)
 			return
 		case DropOldest:
-			b.removeOldestSignal()
+			if b.stagedSig {
+				// The staged signal is the oldest: the actor takes the
+				// next one instead (retake).
+				b.stagedSig, b.stagedGone = false, true
+			} else {
+				b.removeOldestSignal()
+			}
 			b.overflow(b.ovPos >= 0)
 		case FailStream:
 			b.failed, b.closed = true, true
@@ -99,8 +125,9 @@ func (b *sigInbox) overflow(fold bool) {
 	b.notify()
 }
 
-// removeOldestSignal removes the first signal in q (DropOldest).
-func (b *sigInbox) removeOldestSignal() {
+// removeOldestSignal removes the first signal in q (DropOldest) and reports
+// whether there was one.
+func (b *sigInbox) removeOldestSignal() bool {
 	for i, ev := range b.q {
 		if _, ok := ev.(Signal); !ok {
 			continue
@@ -115,9 +142,13 @@ func (b *sigInbox) removeOldestSignal() {
 			if b.ovPos > i {
 				b.ovPos--
 			}
+			if b.gate > i {
+				b.gate--
+			}
 		}
-		return
+		return true
 	}
+	return false
 }
 
 func (b *sigInbox) popFront() Event {
@@ -132,6 +163,9 @@ func (b *sigInbox) popFront() Event {
 	}
 	if b.ovPos >= 0 {
 		b.ovPos--
+	}
+	if b.gate >= 0 {
+		b.gate--
 	}
 	return ev
 }
@@ -168,8 +202,17 @@ func (b *sigInbox) pushState(ev Event) {
 			b.merged = 0
 			ev = e
 		}
+		if b.gate >= 0 {
+			// In front of the signals the new connection brought.
+			b.q = slices.Insert(b.q, b.gate, ev)
+			if b.ovPos >= b.gate {
+				b.ovPos++
+			}
+			b.gate = -1
+			return
+		}
 	}
-	if len(b.q) == 0 && !b.staged {
+	if len(b.q) == 0 && !b.staged && b.gate < 0 {
 		select {
 		case b.ch <- ev:
 			return
@@ -177,6 +220,16 @@ func (b *sigInbox) pushState(ev Event) {
 		}
 	}
 	b.q = append(b.q, ev)
+}
+
+// hold starts holding signals back until the next Reconnected (pushState),
+// unless they are held already.
+func (b *sigInbox) hold() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gate < 0 && !b.closed {
+		b.gate = len(b.q)
+	}
 }
 
 // next moves queued events into the channel while it has room and returns
@@ -192,7 +245,7 @@ func (b *sigInbox) nextLocked() Event {
 	if b.staged {
 		return nil
 	}
-	for len(b.q) > 0 {
+	for len(b.q) > 0 && b.gate != 0 {
 		ev := b.q[0]
 		select {
 		case b.ch <- ev:
@@ -205,6 +258,7 @@ func (b *sigInbox) nextLocked() Event {
 		}
 		b.popFront()
 		b.staged = true
+		_, b.stagedSig = ev.(Signal)
 		return ev
 	}
 	return nil
@@ -215,10 +269,30 @@ func (b *sigInbox) nextLocked() Event {
 func (b *sigInbox) sent(ev Event) Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.staged = false
+	b.staged, b.stagedSig = false, false
 	if _, ok := ev.(Signal); ok {
 		b.st.Delivered++
+		if b.stagedGone {
+			// Delivered before the actor saw it taken back: the drop
+			// counted for it falls on the next oldest.
+			b.stagedGone = false
+			if !b.removeOldestSignal() {
+				b.st.Dropped--
+			}
+		}
 	}
+	return b.nextLocked()
+}
+
+// retake returns the event the actor should offer instead of staged: the
+// next one when DropOldest took staged back, staged itself otherwise.
+func (b *sigInbox) retake(staged Event) Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.stagedGone {
+		return staged
+	}
+	b.staged, b.stagedGone = false, false
 	return b.nextLocked()
 }
 
@@ -247,10 +321,20 @@ func (b *sigInbox) finish(staged, final Event, block bool) {
 	defer b.mu.Unlock()
 	b.closed = true
 	rest := b.q
-	if staged != nil {
+	if b.gate >= 0 {
+		// Signals of a connection the stream never reported: not
+		// delivered (see hold).
+		for _, ev := range rest[b.gate:] {
+			if _, ok := ev.(Signal); ok {
+				b.st.Discarded++
+			}
+		}
+		rest = rest[:b.gate]
+	}
+	if staged != nil && !b.stagedGone {
 		rest = append([]Event{staged}, rest...)
 	}
-	b.q, b.nsig, b.staged = nil, 0, false
+	b.q, b.nsig, b.staged, b.stagedSig, b.stagedGone, b.gate = nil, 0, false, false, false, -1
 	if block {
 		// Send without the lock: Stats stays callable meanwhile, and
 		// nothing else touches the queue once closed is set.

@@ -39,7 +39,8 @@ const (
 // ProbeChannelPrefix starts the channels a signal stream uses to probe its
 // own connection (see WithHeartbeat). dfstream listeners never deliver
 // signals on channels with this prefix; other clients listening to wide
-// patterns such as ">" see them, once per heartbeat per stream.
+// patterns such as ">" see them, once per heartbeat per stream (twice on
+// servers that answer error to ping).
 const ProbeChannelPrefix = "_dfstream.probe."
 
 // OverflowPolicy says what happens to a signal that arrives while a
@@ -137,13 +138,24 @@ func WithSignalServer(addr string) SignalOption {
 //
 // Each heartbeat is also an end-to-end probe: the stream emits a signal to a
 // private channel (under ProbeChannelPrefix) that its own connection listens
-// to. If that signal has not come back by the next heartbeat, or a ping is
-// still unanswered, the connection is deemed silent (ErrSilentConnection: the
-// server keeps it open but delivers nothing, protocol.md §4) and the stream
-// reconnects. A black hole is therefore noticed within two intervals. A
-// probe the server counts no copy of (its push queue for the connection was
-// full, so it dropped the copy) proves nothing, and is not held against the
-// connection.
+// to, on a freshly dialled connection to the same address, the way any
+// emitter reaches the server. If that signal has not come back by the next
+// heartbeat, or a ping is still unanswered, the connection is deemed silent
+// (ErrSilentConnection: the server keeps it open but delivers nothing,
+// protocol.md §4) and the stream reconnects. A black hole is therefore
+// noticed within two intervals. So is a server restarted gracefully: the
+// old process keeps serving this connection while it drains, and a new one
+// takes the address and everyone else's signals; the new one counts no
+// copy of the probe, twice in a row, and the stream reconnects to it. A
+// single probe the server counts no copy of (it may have found the
+// connection's push queue full, and dropped the copy) is not held against
+// the connection. When no other connection can be made, the probe goes on
+// the stream's own connection. The cost is one short-lived connection per
+// interval.
+//
+// Servers that answer error to ping (those of the signals era, which log a
+// warning each time) are not pinged again on that connection: a signal to
+// the probe channel on the connection itself keeps it alive instead.
 func WithHeartbeat(interval time.Duration) SignalOption {
 	return signalOption(func(c *signalConfig) error {
 		if interval < 0 {
@@ -288,6 +300,7 @@ type SignalStream struct {
 
 	subs      atomic.Pointer[subSnapshot] // read by the push handler
 	probeSeen atomic.Uint64               // newest probe sequence seen
+	lastSeen  atomic.Int64                // UnixNano when delivery was last seen to work
 	connected atomic.Bool
 
 	mu      sync.Mutex
@@ -307,9 +320,15 @@ type subSnapshot struct {
 // Signals connects to the signal server (the Client's first server, or the
 // one WithSignalServer names) and starts a signal stream on that connection,
 // which listens to nothing yet. It returns an error when the first
-// connection cannot be made (unreachable server, authentication refused);
-// after that the stream reconnects by itself. The stream ends when ctx ends
-// or Close is called.
+// connection cannot be made: matching ErrUnreachable when the server cannot
+// be reached (refused, timed out, TLS handshake failed), ErrAuth when it
+// refuses the token. After that the stream reconnects by itself, for as long
+// as it takes: an unreachable server is then reported by Disconnected and
+// retried, not an error. A server that requires a token this Client does
+// not send (none configured) accepts the connection and refuses its first
+// request: the stream then ends with Failed matching ErrAuth, and the
+// Listen or Emit in flight returns that error. The stream ends when ctx
+// ends or Close is called.
 func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStream, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
@@ -353,19 +372,21 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
-		return nil, err
+		return nil, unreachable(err)
 	}
 	actx, cancel := context.WithCancelCause(ctx)
 	s.cancel = cancel
 	a := &sigActor{
-		s:        s,
-		conn:     conn,
-		hb:       time.NewTimer(time.Hour),
-		retry:    time.NewTimer(time.Hour),
-		dialRes:  make(chan dialResult, 1),
-		waiters:  make(map[Subscription][]*sigCmd),
-		subIndex: make(map[Subscription]int),
-		probeOn:  cfg.probe && cfg.heartbeat > 0,
+		s:           s,
+		conn:        conn,
+		hb:          time.NewTimer(time.Hour),
+		retry:       time.NewTimer(time.Hour),
+		dialRes:     make(chan dialResult, 1),
+		waiters:     make(map[Subscription][]*sigCmd),
+		subIndex:    make(map[Subscription]int),
+		unlistening: make(map[Subscription]int),
+		probeRes:    make(chan probeResult, 1),
+		probeOn:     cfg.probe && cfg.heartbeat > 0,
 	}
 	a.hb.Stop()
 	a.retry.Stop()
@@ -521,14 +542,7 @@ func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (int, error) {
 func (s *SignalStream) onPush(p wire.Push) {
 	if strings.HasPrefix(p.Channel, ProbeChannelPrefix) {
 		if p.Channel == s.probeCh {
-			if seq, err := strconv.ParseUint(p.Payload, 10, 64); err == nil {
-				for {
-					old := s.probeSeen.Load()
-					if seq <= old || s.probeSeen.CompareAndSwap(old, seq) {
-						break
-					}
-				}
-			}
+			s.onProbe(p.Payload)
 		}
 		return
 	}
@@ -542,7 +556,47 @@ func (s *SignalStream) onPush(p wire.Push) {
 		sig.Pattern, sig.Group = "", ""
 	}
 	sig.At = time.Now()
+	s.delivered(sig.At.UnixNano())
 	s.box.pushSignal(sig)
+}
+
+// onProbe records the arrival of a probe of this stream (probePayload). A
+// keepalive's payload is not one: it proves nothing.
+func (s *SignalStream) onProbe(payload string) {
+	seqText, atText, _ := strings.Cut(payload, " ")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return
+	}
+	// A probe proves delivery at the time it was emitted, not later.
+	if at, err := strconv.ParseInt(atText, 10, 64); err == nil {
+		s.delivered(at)
+	}
+	for {
+		old := s.probeSeen.Load()
+		if seq <= old || s.probeSeen.CompareAndSwap(old, seq) {
+			return
+		}
+	}
+}
+
+// delivered records that delivery is known to have worked at t (UnixNano).
+func (s *SignalStream) delivered(t int64) {
+	for {
+		old := s.lastSeen.Load()
+		if t <= old || s.lastSeen.CompareAndSwap(old, t) {
+			return
+		}
+	}
+}
+
+// unreachable marks the error of a failed dial as ErrUnreachable, unless
+// the server refused the token or the input was invalid.
+func unreachable(err error) error {
+	if errors.Is(err, ErrAuth) || errors.Is(err, ErrInvalidInput) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnreachable, err)
 }
 
 func (s *SignalStream) end(err error) {

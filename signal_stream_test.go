@@ -228,8 +228,9 @@ func TestSignalStreamReconnectsAndListensAgain(t *testing.T) {
 	require.NoError(t, s.ListenGroup(ctx, p+".b", "g"))
 	_, err := c.Emit(ctx, p+".a", "before")
 	require.NoError(t, err)
-	assert.Equal(t, "before", nextSignal(t, s, 5*time.Second).Payload)
 
+	before := nextSignal(t, s, 5*time.Second)
+	assert.Equal(t, "before", before.Payload)
 	dropped := time.Now()
 	srv.DropConnections()
 	d := nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
@@ -237,9 +238,11 @@ func TestSignalStreamReconnectsAndListensAgain(t *testing.T) {
 	assert.Equal(t, addr, d.Server)
 	r := nextOf[dfstream.Reconnected](t, s.Events(), 10*time.Second)
 	assert.GreaterOrEqual(t, r.Attempts, 1)
-	assert.Equal(t, d.At, r.Since, "the gap starts at the loss")
+	assert.Equal(t, d.Since, r.Since, "one window")
 	assert.Equal(t, r.At.Sub(r.Since), r.Down)
-	assert.True(t, !r.Since.Before(dropped) && r.At.After(r.Since), "gap %v..%v", r.Since, r.At)
+	assert.False(t, r.Since.Before(before.At), "delivery worked until the last signal")
+	assert.False(t, r.Since.After(dropped), "the window starts at the last delivery, not at the detection")
+	assert.True(t, !d.At.Before(dropped) && r.At.After(d.At), "gap %v..%v", d.At, r.At)
 	assert.True(t, s.Connected())
 
 	// Both subscriptions are back: Emit counts them, and they deliver.
@@ -466,10 +469,13 @@ func TestSignalSlowConsumerOverflowPolicies(t *testing.T) {
 	const (
 		n      = 200
 		events = 5
-		buffer = 10
 	)
-	for _, policy := range []dfstream.OverflowPolicy{dfstream.DropNewest, dfstream.DropOldest} {
-		t.Run(policy.String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		policy dfstream.OverflowPolicy
+		buffer int
+	}{{dfstream.DropNewest, 10}, {dfstream.DropOldest, 10}, {dfstream.DropNewest, 1}, {dfstream.DropOldest, 1}} {
+		policy, buffer := tc.policy, tc.buffer
+		t.Run(fmt.Sprintf("%v/%d", policy, buffer), func(t *testing.T) {
 			t.Parallel()
 			const readTimeout = 500 * time.Millisecond
 			addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout})
@@ -498,8 +504,8 @@ func TestSignalSlowConsumerOverflowPolicies(t *testing.T) {
 			st := s.Stats()
 			assert.Equal(t, uint64(n), st.Received)
 			kept := n - int(st.Dropped)
-			assert.GreaterOrEqual(t, kept, events+buffer, "the channel and the buffer are full")
-			assert.LessOrEqual(t, kept, events+buffer+1, "plus at most the one being offered")
+			assert.Equal(t, events+buffer, kept, "the channel and the buffer are full, and no more")
+			assert.Equal(t, buffer, st.Buffered, "WithSignalBuffer(%d) holds %[1]d", buffer)
 
 			payloads, overflow, other := drain(t, s)
 			assert.Empty(t, other, "no disconnection while the consumer was stuck")
@@ -838,11 +844,35 @@ func TestSignalProbesOfOtherStreamsAreNotDelivered(t *testing.T) {
 // of "close:" + line writes line, then closes the connection.
 func scriptedServer(t *testing.T, reply func(conn int, cmd, key string) string) string {
 	t.Helper()
+	return scriptedPushServer(t, func(r scriptReq, _ func(int, string)) string { return reply(r.conn, r.cmd, r.key) })
+}
+
+// scriptReq is one request a scriptedPushServer received.
+type scriptReq struct {
+	conn          int
+	cmd, key, arg string
+}
+
+// scriptedPushServer is scriptedServer whose reply function can also write
+// a line (a push) to any connection it accepted.
+func scriptedPushServer(t *testing.T, reply func(r scriptReq, push func(conn int, line string)) string) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	var conns []net.Conn
+	var wmu []*sync.Mutex
 	var mu sync.Mutex
+	write := func(n int, line string) error {
+		mu.Lock()
+		nc, m := conns[n], wmu[n]
+		mu.Unlock()
+		m.Lock()
+		defer m.Unlock()
+		_, err := nc.Write([]byte(line + "\n"))
+		return err
+	}
+	push := func(n int, line string) { _ = write(n, line) }
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -853,6 +883,7 @@ func scriptedServer(t *testing.T, reply func(conn int, cmd, key string) string) 
 			}
 			mu.Lock()
 			conns = append(conns, nc)
+			wmu = append(wmu, new(sync.Mutex))
 			mu.Unlock()
 			wg.Add(1)
 			go func() {
@@ -868,7 +899,7 @@ func scriptedServer(t *testing.T, reply func(conn int, cmd, key string) string) 
 						}
 						lines[i] = strings.TrimSuffix(l, "\n")
 					}
-					out := reply(n, lines[0], lines[1])
+					out := reply(scriptReq{n, lines[0], lines[1], lines[2]}, push)
 					last, closing := strings.CutPrefix(out, "close:")
 					if closing {
 						out = last
@@ -876,7 +907,7 @@ func scriptedServer(t *testing.T, reply func(conn int, cmd, key string) string) 
 					if out == "" {
 						return
 					}
-					if _, err := nc.Write([]byte(out + "\n")); err != nil || closing {
+					if err := write(n, out); err != nil || closing {
 						return
 					}
 				}
@@ -1054,11 +1085,36 @@ func TestSignalResubscribeRejectedWithCallsInFlightAnswersThemAll(t *testing.T) 
 	}
 }
 
-func TestSignalProbeTheServerCouldNotQueueIsNotASilentConnection(t *testing.T) {
+func TestSignalProbeTheServerCouldNotQueueOnceIsNotASilentConnection(t *testing.T) {
 	t.Parallel()
 	// "ok 0" to a probe: the server's push queue for the connection was
 	// full, so it dropped the copy without counting it (protocol.md §4).
-	// That is not a black hole, which the server counts.
+	// That is not a black hole, which the server counts. Here every other
+	// probe is refused so; the others are delivered to connection 0.
+	var probes atomic.Int64
+	addr := scriptedPushServer(t, func(r scriptReq, push func(int, string)) string {
+		if r.cmd == "signal" && strings.HasPrefix(r.key, dfstream.ProbeChannelPrefix) && r.arg != "keepalive" {
+			if probes.Add(1)%2 == 1 {
+				return "ok 0"
+			}
+			push(0, "sig "+r.key+" "+r.arg)
+			return "ok 1"
+		}
+		return "ok"
+	})
+	const hb = 200 * time.Millisecond
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	noEvent(t, s.Events(), 8*hb)
+	assert.True(t, s.Connected())
+	assert.GreaterOrEqual(t, probes.Load(), int64(4))
+}
+
+func TestSignalProbeTheServerAtTheAddressKeepsNotCountingReconnects(t *testing.T) {
+	t.Parallel()
+	// Every probe "ok 0", from whatever connection: the process at the
+	// address does not know the stream's connection (protocol.md §5, a
+	// graceful restart), so the stream reconnects.
 	addr := scriptedServer(t, func(_ int, cmd, key string) string {
 		if cmd == "signal" && strings.HasPrefix(key, dfstream.ProbeChannelPrefix) {
 			return "ok 0"
@@ -1068,6 +1124,380 @@ func TestSignalProbeTheServerCouldNotQueueIsNotASilentConnection(t *testing.T) {
 	const hb = 200 * time.Millisecond
 	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
-	noEvent(t, s.Events(), 5*hb)
-	assert.True(t, s.Connected())
+	d := nextOf[dfstream.Disconnected](t, s.Events(), 10*time.Second)
+	assert.ErrorIs(t, d.Reason, dfstream.ErrSilentConnection)
+	nextOf[dfstream.Reconnected](t, s.Events(), 10*time.Second)
+}
+
+func TestSignalMissingAuthTokenEndsTheStreamWithErrAuth(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{AuthToken: "secret"})
+	needServer(t, srv, "auth token")
+	for name, opts := range map[string][]dfstream.SignalOption{
+		"probe first":  nil,
+		"listen first": {dfstream.WithHeartbeat(0)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c, err := dfstream.New(dfstream.WithServers(addr)) // no token
+			require.NoError(t, err)
+			defer c.Close()
+			start := time.Now()
+			s, err := c.Signals(ctxT(t, 10*time.Second), opts...)
+			require.NoError(t, err, "the server takes the connection and refuses its first request")
+			err = s.Listen(ctxT(t, 10*time.Second), "a")
+			assert.ErrorIs(t, err, dfstream.ErrAuth)
+			f := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
+			assert.ErrorIs(t, f.Err, dfstream.ErrAuth)
+			requireClosed(t, s.Events())
+			assert.ErrorIs(t, s.Err(), dfstream.ErrAuth)
+			assert.Less(t, time.Since(start), 5*time.Second, "at once, not after retries")
+			_, err = s.Emit(context.Background(), "a", "b")
+			assert.ErrorIs(t, err, dfstream.ErrClosed)
+		})
+	}
+}
+
+func TestSignalListenOvertakenByUnlistenOnALiveConnectionIsErrUnlistened(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "Freeze")
+	c := newClient(t, []string{addr})
+	s := signals(t, c, dfstream.WithHeartbeat(0))
+	p := chanPrefix(t)
+	ctx := ctxT(t, 10*time.Second)
+
+	// Frozen, the server answers neither until both are sent.
+	srv.Freeze()
+	listened, unlistened := make(chan error, 1), make(chan error, 1)
+	go func() { listened <- s.Listen(ctx, p+".a") }()
+	time.Sleep(50 * time.Millisecond) // the actor sends what it takes at once
+	go func() { unlistened <- s.Unlisten(ctx, p+".a") }()
+	time.Sleep(50 * time.Millisecond)
+	srv.Thaw()
+
+	err := waitErr(t, "Listen", listened, 5*time.Second)
+	assert.ErrorIs(t, err, dfstream.ErrUnlistened)
+	assert.NotErrorIs(t, err, dfstream.ErrClosed, "the stream goes on")
+	assert.NoError(t, waitErr(t, "Unlisten", unlistened, 5*time.Second))
+	assert.Empty(t, s.Subscriptions())
+	n, err := c.Emit(ctx, p+".a", "x")
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing listens")
+
+	// Listen, Unlisten, Listen: the last one is in place.
+	srv.Freeze()
+	first, second := make(chan error, 1), make(chan error, 1)
+	go func() { first <- s.Listen(ctx, p+".b") }()
+	time.Sleep(50 * time.Millisecond)
+	go func() { unlistened <- s.Unlisten(ctx, p+".b") }()
+	time.Sleep(50 * time.Millisecond)
+	go func() { second <- s.Listen(ctx, p+".b") }()
+	time.Sleep(50 * time.Millisecond)
+	srv.Thaw()
+	assert.ErrorIs(t, waitErr(t, "first Listen", first, 5*time.Second), dfstream.ErrUnlistened)
+	assert.NoError(t, waitErr(t, "Unlisten", unlistened, 5*time.Second))
+	assert.NoError(t, waitErr(t, "second Listen", second, 5*time.Second))
+	assert.Equal(t, []dfstream.Subscription{{Pattern: p + ".b"}}, s.Subscriptions())
+	n, err = c.Emit(ctx, p+".b", "y")
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	assert.Equal(t, "y", nextSignal(t, s, 5*time.Second).Payload)
+}
+
+func TestSignalEntryPointsRejectANilContext(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	s := signals(t, c)
+	r := newRouter(t, c)
+	require.NoError(t, r.Handle("a", dfstream.HandlerFunc(func(context.Context, dfstream.Signal) error { return nil })))
+	var nilCtx context.Context
+	for name, call := range map[string]func() error{
+		"Client.Signals":           func() error { _, err := c.Signals(nilCtx); return err },
+		"Client.Emit":              func() error { _, err := c.Emit(nilCtx, "a", "b"); return err },
+		"SignalStream.Listen":      func() error { return s.Listen(nilCtx, "a") },
+		"SignalStream.ListenGroup": func() error { return s.ListenGroup(nilCtx, "a", "g") },
+		"SignalStream.Unlisten":    func() error { return s.Unlisten(nilCtx, "a") },
+		"SignalStream.UnlistenGroup": func() error {
+			return s.UnlistenGroup(nilCtx, "a", "g")
+		},
+		"SignalStream.Emit": func() error { _, err := s.Emit(nilCtx, "a", "b"); return err },
+		"Router.Run":        func() error { return r.Run(nilCtx) },
+	} {
+		var err error
+		require.NotPanics(t, func() { err = call() }, name)
+		assert.ErrorIs(t, err, dfstream.ErrInvalidInput, name)
+	}
+	assert.Empty(t, s.Subscriptions(), "nothing was listened to")
+	// The router did not start: it still runs.
+	stop := runRouter(t, r)
+	require.NoError(t, stop())
+}
+
+func TestSignalsToAnUnreachableServerIsErrUnreachable(t *testing.T) {
+	t.Parallel()
+	l := newSilentListener(t)
+	addr := l.Addr()
+	require.NoError(t, l.ln.Close()) // nothing listens there now
+	c := newClient(t, []string{addr}, dfstream.WithConnectTimeout(time.Second))
+	_, err := c.Signals(ctxT(t, 5*time.Second))
+	assert.ErrorIs(t, err, dfstream.ErrUnreachable)
+	assert.NotErrorIs(t, err, dfstream.ErrInvalidInput)
+}
+
+func TestSignalServerRefusingPingIsNotPingedAgain(t *testing.T) {
+	t.Parallel()
+	const (
+		hb          = 100 * time.Millisecond
+		readTimeout = 500 * time.Millisecond
+	)
+	for _, tc := range []struct {
+		name      string
+		pingError bool
+	}{{"refused", true}, {"answered", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := dflockdtest.New(t, dflockdtest.Config{PingError: tc.pingError, ReadTimeout: readTimeout})
+			c := newClient(t, []string{srv.Addr()})
+			s := signals(t, c, dfstream.WithHeartbeat(hb))
+			p := chanPrefix(t)
+			require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".a"))
+			require.Eventually(t, func() bool { return srv.Pings() >= 1 }, 5*time.Second, 10*time.Millisecond)
+			// Several read timeouts: the connection is kept alive all along.
+			noEvent(t, s.Events(), 3*readTimeout)
+			assert.True(t, s.Connected())
+			if tc.pingError {
+				assert.Equal(t, uint64(1), srv.Pings(), "no ping after the one answered error")
+			} else {
+				assert.Greater(t, srv.Pings(), uint64(5), "a server that answers ok is pinged every interval")
+			}
+			n, err := c.Emit(ctxT(t, 5*time.Second), p+".a", "alive")
+			require.NoError(t, err)
+			assert.Equal(t, 1, n)
+			assert.Equal(t, "alive", nextSignal(t, s, 5*time.Second).Payload)
+		})
+	}
+}
+
+// emitRecord is one signal a test emitted: when the Emit call started and
+// returned, and how many copies the server counted.
+type emitRecord struct {
+	payload       string
+	sent, replied time.Time
+	n             int
+	err           error
+}
+
+// emitFresh emits through a Client of its own, so through a new connection
+// to whichever process listens at addr now.
+func emitFresh(addr, channel, payload string) emitRecord {
+	rec := emitRecord{payload: payload, sent: time.Now()}
+	c, err := dfstream.New(dfstream.WithServers(addr), dfstream.WithConnectTimeout(2*time.Second))
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rec.n, err = c.Emit(ctx, channel, payload)
+		cancel()
+		_ = c.Close()
+	}
+	rec.err, rec.replied = err, time.Now()
+	return rec
+}
+
+// restartGracefully starts shutting old down with a long drain (it keeps
+// serving its connections) and starts a new server on its address, as a
+// restarted dflockd does. It returns the new server and when it took over.
+func restartGracefully(t *testing.T, old *dflockdtest.Server) (*dflockdtest.Server, time.Time) {
+	t.Helper()
+	drainCtx, stopDrain := context.WithCancel(context.Background())
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		_ = old.Shutdown(drainCtx)
+	}()
+	t.Cleanup(func() { stopDrain(); <-drained })
+	// The old listener closes first; SO_REUSEADDR (Go sets it) lets the new
+	// one bind while the old process still has connections on the port.
+	var srv *dflockdtest.Server
+	require.Eventually(t, func() bool {
+		var err error
+		srv, err = dflockdtest.Start(dflockdtest.Config{Addr: old.Addr()})
+		return err == nil
+	}, 5*time.Second, time.Millisecond, "the new server cannot bind %s", old.Addr())
+	took := time.Now()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return srv, took
+}
+
+func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) {
+	t.Parallel()
+	const hb = 200 * time.Millisecond
+	old := dflockdtest.New(t, dflockdtest.Config{ShutdownDrain: time.Minute})
+	addr := old.Addr()
+	c := newClient(t, []string{addr})
+	s := signals(t, c, dfstream.WithHeartbeat(hb), dfstream.WithSignalBackoff(20*time.Millisecond, 100*time.Millisecond))
+	ch := chanPrefix(t) + ".x"
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), ch))
+	require.Equal(t, 1, emitFresh(addr, ch, "old").n)
+	last := nextSignal(t, s, 5*time.Second) // the last delivery through the old process
+
+	_, took := restartGracefully(t, old)
+	assert.NotEmpty(t, old.Conns(), "the old process still serves the stream's connection")
+
+	// An emitter goes on through the new process all along.
+	var mu sync.Mutex
+	var emitted []emitRecord
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			rec := emitFresh(addr, ch, strconv.Itoa(i))
+			mu.Lock()
+			emitted = append(emitted, rec)
+			mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	var d dfstream.Disconnected
+	var r dfstream.Reconnected
+	received := map[string]dfstream.Signal{}
+	deadline := time.After(15 * time.Second)
+	var settled <-chan time.Time // after Reconnected: time for later signals to arrive
+	for done := false; !done; {
+		select {
+		case ev := <-s.Events():
+			switch e := ev.(type) {
+			case dfstream.Signal:
+				require.False(t, !d.At.IsZero() && r.At.IsZero(), "signal %q between Disconnected and Reconnected", e.Payload)
+				received[e.Payload] = e
+			case dfstream.Disconnected:
+				require.True(t, d.At.IsZero(), "one outage")
+				d = e
+			case dfstream.Reconnected:
+				require.False(t, d.At.IsZero(), "Reconnected without Disconnected")
+				r = e
+				settled = time.After(10 * hb)
+			default:
+				require.FailNow(t, "unexpected event", "%T %+v", ev, ev)
+			}
+		case <-settled:
+			done = true
+		case <-deadline:
+			require.FailNow(t, "the stream did not move to the new process", "received %d", len(received))
+		}
+	}
+	close(stop)
+	wg.Wait()
+	stop = make(chan struct{}) // for the deferred close
+	wg.Add(1)
+	go wg.Done()
+	// What the emitter's last signals brought.
+	for {
+		ev, ok := tryEvent(s.Events(), hb)
+		if !ok {
+			break
+		}
+		sig, isSig := ev.(dfstream.Signal)
+		require.True(t, isSig, "unexpected event %T %+v", ev, ev)
+		received[sig.Payload] = sig
+	}
+
+	assert.ErrorIs(t, d.Reason, dfstream.ErrSilentConnection)
+	detected := d.At.Sub(took)
+	t.Logf("takeover noticed after %v (heartbeat %v), reconnected after %v; window reported %v..%v", detected.Round(time.Millisecond), hb, r.At.Sub(took).Round(time.Millisecond), d.Since.Sub(took).Round(time.Millisecond), r.At.Sub(took).Round(time.Millisecond))
+	assert.Less(t, detected, 20*hb, "noticed within a few heartbeats (3 at most on an idle machine)")
+	assert.Equal(t, d.Since, r.Since)
+	assert.False(t, d.Since.After(took), "the window starts no later than the takeover: nothing proved delivery after it")
+	assert.False(t, d.Since.Before(last.At), "nor before the last delivery")
+	mu.Lock()
+	defer mu.Unlock()
+	missed, after := 0, 0
+	for _, e := range emitted {
+		if e.err != nil {
+			continue // never reached the server
+		}
+		if _, ok := received[e.payload]; ok {
+			continue
+		}
+		missed++
+		assert.False(t, e.replied.Before(r.Since), "signal %s missed before the reported window", e.payload)
+		assert.False(t, e.sent.After(r.At), "signal %s missed after Reconnected", e.payload)
+	}
+	for _, e := range emitted {
+		if e.sent.After(r.At) && e.err == nil {
+			after++
+			assert.Equal(t, 1, e.n, "signal %s counted by the new process", e.payload)
+			assert.Contains(t, received, e.payload, "signal %s emitted after Reconnected arrives", e.payload)
+		}
+	}
+	t.Logf("%d emitted, %d missed in the window, %d emitted after Reconnected", len(emitted), missed, after)
+	assert.Positive(t, after)
+}
+
+// tryEvent returns the next event, or false when none comes within d.
+func tryEvent(events <-chan dfstream.Event, d time.Duration) (dfstream.Event, bool) {
+	select {
+	case ev := <-events:
+		return ev, true
+	case <-time.After(d):
+		return nil, false
+	}
+}
+
+func TestSignalNoSignalOfANewConnectionPrecedesReconnected(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{})
+	needServer(t, srv, "DropConnections")
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	s := signals(t, c, dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond))
+	// Many subscriptions: their confirmations take a while on a new
+	// connection, and the first ones deliver before the last is confirmed.
+	ctx := ctxT(t, 30*time.Second)
+	require.NoError(t, s.Listen(ctx, p+".hot"))
+	for i := range 200 {
+		require.NoError(t, s.Listen(ctx, p+".cold."+strconv.Itoa(i)))
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // emits as fast as it can, through its own connection
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, _ = c.Emit(ctx, p+".hot", "x")
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	for range 5 {
+		nextSignal(t, s, 5*time.Second) // connected, and delivering
+		srv.DropConnections()
+		for { // signals of the old connection come first
+			ev := next(t, s.Events(), 5*time.Second)
+			if _, ok := ev.(dfstream.Disconnected); ok {
+				break
+			}
+			require.IsType(t, dfstream.Signal{}, ev)
+		}
+		// nextOf fails on a Signal before Reconnected.
+		r := nextOf[dfstream.Reconnected](t, s.Events(), 10*time.Second)
+		assert.Zero(t, r.Coalesced)
+	}
 }
