@@ -55,7 +55,7 @@ func runWatch(args []string, e *env) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return classify(fmt.Errorf("watch: %w", lib(err)))
+		return watchFailed(err, common)
 	}
 	defer closeWithin(3*time.Second, ss.Close)
 	if *group != "" {
@@ -67,7 +67,14 @@ func runWatch(args []string, e *env) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return classify(fmt.Errorf("watch: %w", lib(err)))
+		if errors.Is(err, dfstream.ErrClosed) {
+			// The stream ended under the Listen: say why it did.
+			<-ss.Done()
+			if serr := ss.Err(); serr != nil {
+				err = serr
+			}
+		}
+		return watchFailed(err, common)
 	}
 	if *group != "" {
 		fmt.Fprintf(e.stderr, "dfstream: watching %s (group %s) on %s\n", pattern, *group, ss.Server())
@@ -95,23 +102,40 @@ func runWatch(args []string, e *env) error {
 		case dfstream.Disconnected:
 			fmt.Fprintf(e.stderr, "dfstream: watch: connection to %s lost (%s); reconnecting\n", ev.Server, libMsg(ev.Reason))
 		case dfstream.Reconnected:
-			fmt.Fprintf(e.stderr, "dfstream: watch: reconnected to %s after %v; signals sent meanwhile were missed\n", ev.Server, ev.Down.Round(time.Millisecond))
+			// Down starts at the last delivery known to work, before the
+			// loss was noticed.
+			fmt.Fprintf(e.stderr, "dfstream: watch: reconnected to %s; signals sent in the last %v may have been missed\n",
+				ev.Server, ev.Down.Round(time.Millisecond))
 		case dfstream.Overflow:
 			fmt.Fprintf(e.stderr, "dfstream: watch: %d signals dropped (output too slow)\n", ev.Dropped)
 		case dfstream.Failed:
 			if ctx.Err() != nil {
 				return nil
 			}
-			return classify(fmt.Errorf("watch: %w", lib(ev.Err)))
+			return watchFailed(ev.Err, common)
 		case dfstream.Closed:
 			if ev.Err != nil && !errors.Is(ev.Err, context.Canceled) {
-				return classify(fmt.Errorf("watch: %w", lib(ev.Err)))
+				return watchFailed(ev.Err, common)
 			}
 			return nil
 		}
 	}
 	if err := ss.Err(); err != nil && ctx.Err() == nil {
-		return classify(fmt.Errorf("watch: %w", lib(err)))
+		return watchFailed(err, common)
 	}
 	return nil
+}
+
+// watchFailed is the exit of a watch the library stopped with err: 69 for
+// the server's failures, with a hint when it refused authentication.
+func watchFailed(err error, common *commonFlags) error {
+	err = fmt.Errorf("watch: %w", lib(err))
+	if !errors.Is(err, dfstream.ErrAuth) {
+		return classify(err)
+	}
+	hint := "check the auth token"
+	if common.auth.token == "" && common.auth.tokenFile == "" {
+		hint = "the server requires an auth token: set --auth-token-file, --auth-token or DFSTREAM_AUTH_TOKEN"
+	}
+	return exitWith(exitUnavailable, fmt.Errorf("%w (%s)", err, hint))
 }

@@ -87,3 +87,34 @@ func TestWatchQueueGroup(t *testing.T) {
 		return strings.Count(w1.stdout.String(), "\n")+strings.Count(w2.stdout.String(), "\n") == 4
 	}, 10*time.Second, 10*time.Millisecond)
 }
+
+func TestWatchWithoutTheAuthTokenTheServerWantsExits69AtOnce(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{AuthToken: "s3cret-token"})
+	w := start(t, nil, "", "watch", "a.>", "--servers", srv.Addr())
+	code := w.wait(t, 30*time.Second)
+	took := time.Since(w.start)
+	t.Logf("watch exited %d after %v", code, took.Round(time.Millisecond))
+	require.Equal(t, 69, code, "stderr: %s", w.stderr)
+	require.Less(t, took, 2*time.Second)
+	requireOneLineError(t, w.stderr.String())
+	require.Contains(t, w.stderr.String(), "authentication refused")
+	require.NotContains(t, w.stderr.String(), "closed")
+	require.Contains(t, w.stderr.String(), "--auth-token")
+	require.Empty(t, w.stdout.String())
+
+	// A wrong token: refused when connecting, with another hint.
+	_, stderr, code := dfs(t, nil, "watch", "a.>", "--servers", srv.Addr(), "--auth-token", "wrong")
+	require.Equal(t, 69, code, stderr)
+	requireOneLineError(t, stderr)
+	require.Contains(t, stderr, "check the auth token")
+	require.NotContains(t, stderr, "wrong")
+}
+
+func TestWatchUnreachableServerExits69(t *testing.T) {
+	t.Parallel()
+	_, stderr, code := dfs(t, nil, "watch", "a", "--servers", "127.0.0.1:1", "--connect-timeout", "2s")
+	require.Equal(t, 69, code, stderr)
+	requireOneLineError(t, stderr)
+	require.Contains(t, stderr, "unreachable")
+}
