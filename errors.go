@@ -52,8 +52,10 @@ var (
 	// consumed and the buffer was full, under the FailStream policy.
 	ErrOverflow = errors.New("dfstream: signal buffer overflow")
 	// ErrSilentConnection reports a connection that stays open but does not
-	// deliver: a heartbeat ping went unanswered, or the probe signal the
-	// stream sent to itself did not come back (protocol.md §4).
+	// deliver: a heartbeat ping went unanswered, the probe signal the
+	// stream sent to itself did not come back (protocol.md §4), or the
+	// server now listening at the address is not the one the connection
+	// talks to (a graceful restart; see WithHeartbeat).
 	ErrSilentConnection = errors.New("dfstream: connection silent")
 	// ErrHandlerPanic matches the error the Recover middleware makes of a
 	// handler's panic; errors.As to *HandlerPanic gives the value and stack.

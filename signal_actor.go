@@ -1,6 +1,7 @@
 package dfstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -129,7 +130,7 @@ type sigActor struct {
 	probeRes    chan probeResult
 	probeWG     sync.WaitGroup
 	strays      int  // probes in a row the server at the address counted no copy of
-	pingOut     bool // a ping is unanswered
+	pingOut     bool // a ping (or the keepalive sent instead) is unanswered
 	pingRefused bool // this connection's server answers error to ping
 	resubLeft   int  // listens of a new connection still unanswered
 	ready       bool // connected, and every subscription confirmed
@@ -231,12 +232,7 @@ func (a *sigActor) finish() {
 		a.conn = nil
 	}
 	s.connected.Store(false)
-	cause := a.err
-	if cause == nil {
-		cause = ErrClosed
-	} else if !errors.Is(cause, ErrClosed) {
-		cause = fmt.Errorf("%w: %w", ErrClosed, cause)
-	}
+	cause := closedCause(a.err)
 	for _, c := range a.calls {
 		if c.cmd != nil {
 			a.answerLost(c, cause)
@@ -257,13 +253,24 @@ func (a *sigActor) finish() {
 	if final == nil {
 		final = Closed{At: time.Now()}
 	}
+	// Err is set before the Events channel closes, for a consumer that
+	// asks it then.
+	s.end(a.err)
 	s.box.finish(a.staged, final, s.cfg.drain)
 	a.staged = nil
-	s.end(a.err)
 	if a.err != nil {
 		s.log.Debug().Err(a.err).Msg("signal stream ended")
 	}
 	close(s.done)
+}
+
+// closedCause is the error of a call on a stream that ended with err (nil
+// after Close): it matches ErrClosed, and err.
+func closedCause(err error) error {
+	if err == nil || errors.Is(err, ErrClosed) {
+		return cmp.Or(err, ErrClosed)
+	}
+	return fmt.Errorf("%w: %w", ErrClosed, err)
 }
 
 // answerLost answers the user command of a request whose reply will never
@@ -581,6 +588,9 @@ func (a *sigActor) handle(c inflight, line string) {
 			s.log.Debug().Msg("the server answers error to ping; no more pings on this connection")
 		}
 	case callProbe, callKeepalive:
+		if c.kind == callKeepalive {
+			a.pingOut = false
+		}
 		n, err := wire.ParseSignalReply(line)
 		switch {
 		case err != nil:
@@ -610,7 +620,7 @@ func (a *sigActor) handle(c inflight, line string) {
 func (a *sigActor) heartbeat(ctx context.Context) {
 	s := a.s
 	if a.pingOut {
-		a.lost(fmt.Errorf("%w: ping unanswered for %v", ErrSilentConnection, s.cfg.heartbeat))
+		a.lost(fmt.Errorf("%w: no reply to the heartbeat for %v", ErrSilentConnection, s.cfg.heartbeat))
 		return
 	}
 	if a.probeOK && s.probeSeen.Load() < a.probeSeq {
@@ -619,8 +629,8 @@ func (a *sigActor) heartbeat(ctx context.Context) {
 	}
 	if a.pingRefused && a.probeOK {
 		req, err := wire.Signal(s.probeCh, keepalivePayload)
-		if err == nil {
-			a.send(inflight{kind: callKeepalive}, req)
+		if err == nil && a.send(inflight{kind: callKeepalive}, req) {
+			a.pingOut = true
 		}
 	} else if a.send(inflight{kind: callPing}, wire.Ping()) {
 		a.pingOut = true
@@ -690,6 +700,7 @@ func (a *sigActor) probed(res probeResult) {
 	}
 	switch {
 	case res.err != nil:
+		a.strays = 0 // unknown: not a run of stray probes
 		// No other way in (refused: no new process listens either; or a
 		// connection limit): probe on this connection, as a black hole
 		// is still to be noticed.

@@ -281,7 +281,9 @@ type SignalStats struct {
 // When the connection is lost the stream reports Disconnected, reconnects
 // with jittered exponential backoff, listens again to every pattern and
 // group, and reports Reconnected. Delivery is at most once: signals sent
-// while it was disconnected are gone, and the two events bound that window.
+// while it was disconnected are gone, and the two events bound that window
+// (Disconnected.Since, the last moment delivery was known to work, to
+// Reconnected.At); no signal is delivered between the two events.
 // The stream ends only on Close, when its context ends, or on an error that
 // retrying cannot fix (authentication refused, a subscription the server
 // rejects, or overflow under FailStream).
@@ -516,7 +518,7 @@ func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (int, error) {
 	select {
 	case s.cmds <- cmd:
 	case <-s.done:
-		return 0, ErrClosed
+		return 0, closedCause(s.Err())
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
@@ -530,7 +532,7 @@ func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (int, error) {
 		case r := <-cmd.reply:
 			return r.n, r.err
 		default:
-			return 0, ErrClosed
+			return 0, closedCause(s.Err())
 		}
 	case <-ctx.Done():
 		return 0, ctx.Err()
