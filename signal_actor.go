@@ -69,7 +69,7 @@ func (k callKind) cmd() string {
 }
 
 // keepalivePayload is the payload of a callKeepalive signal: not a probe
-// sequence number, so its arrival proves nothing (see onPush).
+// sequence number, so its arrival proves nothing (see SignalStream.onProbe).
 const keepalivePayload = "keepalive"
 
 type inflight struct {
@@ -513,15 +513,17 @@ func (a *sigActor) handle(c inflight, line string) {
 	if c.kind == callUnlisten {
 		a.unlistened(c)
 	}
-	if !strings.HasPrefix(line, "ok") && errors.Is(wire.ParseOK(c.kind.cmd(), line), ErrAuth) {
-		// The server wants a token this Client does not have (or not
-		// this one): no reconnect can fix that.
-		err := fmt.Errorf("dfstream: signals: authentication refused: %w", wire.ParseOK(c.kind.cmd(), line))
-		if c.cmd != nil {
-			c.cmd.answer(0, err)
+	if !strings.HasPrefix(line, "ok") { // only failures pay for the parse
+		if err := wire.ParseOK(c.kind.cmd(), line); errors.Is(err, ErrAuth) {
+			// The server wants a token this Client does not have (or
+			// not this one): no reconnect can fix that.
+			err = fmt.Errorf("dfstream: signals: authentication refused: %w", err)
+			if c.cmd != nil {
+				c.cmd.answer(0, err)
+			}
+			a.stop(Failed{Err: err, At: time.Now()}, err)
+			return
 		}
-		a.stop(Failed{Err: err, At: time.Now()}, err)
-		return
 	}
 	switch c.kind {
 	case callListen:
@@ -686,7 +688,7 @@ func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
 
 // probePayload is the payload of probe seq emitted at t: the sequence
 // number, and the time, which its arrival proves delivery worked at (see
-// SignalStream.onPush).
+// SignalStream.onProbe).
 func probePayload(seq uint64, t time.Time) string {
 	return strconv.FormatUint(seq, 10) + " " + strconv.FormatInt(t.UnixNano(), 10)
 }

@@ -146,7 +146,8 @@ func WithSignalServer(addr string) SignalOption {
 // noticed within two intervals. So is a server restarted gracefully: the
 // old process keeps serving this connection while it drains, and a new one
 // takes the address and everyone else's signals; the new one counts no
-// copy of the probe, twice in a row, and the stream reconnects to it. A
+// copy of the probe, twice in a row, and the stream reconnects to it
+// (within three intervals of the takeover). A
 // single probe the server counts no copy of (it may have found the
 // connection's push queue full, and dropped the copy) is not held against
 // the connection. When no other connection can be made, the probe goes on
