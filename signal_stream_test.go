@@ -958,6 +958,18 @@ func TestSignalStreamEndsWhenReconnectingCannotSucceed(t *testing.T) {
 			return "ok"
 		},
 		want: dfstream.ErrAuth,
+	}, {
+		// No token configured: the server closes the first connection
+		// without a reply (a client may miss the error_auth before the
+		// close), and refuses the next one with error_auth.
+		name: "auth wanted, no token",
+		reply: func(conn int, cmd, key string) string {
+			if conn == 0 {
+				return ""
+			}
+			return "close:error_auth"
+		},
+		want: dfstream.ErrAuth,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

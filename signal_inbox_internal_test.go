@@ -1,0 +1,102 @@
+package dfstream
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// fullInbox returns an inbox whose one-slot channel holds a signal, with
+// the actor holding the next one staged: the consumer is behind.
+func fullInbox(t *testing.T, max int, policy OverflowPolicy) (*sigInbox, Event) {
+	t.Helper()
+	b := newSigInbox(1, max, policy)
+	b.pushSignal(Signal{Payload: "0"}) // straight into the channel
+	b.pushSignal(Signal{Payload: "1"})
+	staged := b.next()
+	require.Equal(t, Signal{Payload: "1"}, staged)
+	return b, staged
+}
+
+func payloads(t *testing.T, b *sigInbox, staged Event) []string {
+	t.Helper()
+	var out []string
+	take := func(ev Event) {
+		if s, ok := ev.(Signal); ok {
+			out = append(out, s.Payload)
+		}
+	}
+	take(<-b.ch)
+	for staged != nil {
+		b.ch <- staged // the actor's send
+		staged = b.sent(staged)
+		take(<-b.ch)
+	}
+	return out
+}
+
+func TestSignalInboxHoldsExactlyMaxSignalsBeyondTheChannel(t *testing.T) {
+	t.Parallel()
+	for _, policy := range []OverflowPolicy{DropNewest, DropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			b, staged := fullInbox(t, 3, policy)
+			for i := 2; i < 10; i++ {
+				b.pushSignal(Signal{Payload: strconv.Itoa(i)})
+			}
+			st := b.stats()
+			assert.Equal(t, 3, st.Buffered, "the staged signal counts")
+			assert.Equal(t, uint64(6), st.Dropped)
+			staged = b.retake(staged)
+			want := []string{"0", "1", "2", "3"}
+			if policy == DropOldest {
+				want = []string{"0", "7", "8", "9"}
+			}
+			assert.Equal(t, want, payloads(t, b, staged))
+			st = b.stats()
+			assert.Equal(t, st.Received, st.Delivered+st.Dropped)
+		})
+	}
+}
+
+func TestSignalInboxDropOldestOfASignalDeliveredMeanwhileDropsTheNextOldest(t *testing.T) {
+	t.Parallel()
+	b, staged := fullInbox(t, 2, DropOldest)
+	b.pushSignal(Signal{Payload: "2"})
+	b.pushSignal(Signal{Payload: "3"}) // takes the staged "1" back
+	// The actor's send of "1" won the race with the take-back.
+	<-b.ch
+	b.ch <- staged
+	staged = b.sent(staged)
+	st := b.stats()
+	assert.Equal(t, uint64(1), st.Dropped, "one signal lost, not two")
+	assert.Equal(t, 1, st.Buffered)
+	assert.Equal(t, []string{"1", "3"}, payloads(t, b, staged), `"2" went instead`)
+	st = b.stats()
+	assert.Equal(t, st.Received, st.Delivered+st.Dropped)
+}
+
+func TestSignalInboxHoldsANewConnectionsSignalsUntilReconnected(t *testing.T) {
+	t.Parallel()
+	b := newSigInbox(8, 8, DropNewest)
+	b.pushSignal(Signal{Payload: "old"})
+	b.pushState(Disconnected{})
+	b.hold()
+	b.pushSignal(Signal{Payload: "new"})
+	assert.Nil(t, b.next(), "nothing passes the gate")
+	assert.Len(t, b.ch, 2)
+	b.pushState(Reconnected{})
+	assert.Nil(t, b.next())
+	var got []string
+	for len(b.ch) > 0 {
+		switch e := (<-b.ch).(type) {
+		case Signal:
+			got = append(got, e.Payload)
+		default:
+			got = append(got, fmt.Sprintf("%T", e))
+		}
+	}
+	assert.Equal(t, []string{"old", "dfstream.Disconnected", "dfstream.Reconnected", "new"}, got)
+}
