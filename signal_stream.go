@@ -369,6 +369,8 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 	s.box = newSigInbox(cfg.eventBuffer, cfg.buffer, cfg.policy)
 	s.events = s.box.ch
 	s.subs.Store(&subSnapshot{})
+	// Nothing listens yet: nothing can be missed before now.
+	s.lastSeen.Store(time.Now().UnixNano())
 
 	conn, err := c.dial(ctx, addr, wire.WithPushHandler(s.onPush))
 	if err != nil {

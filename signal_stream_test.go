@@ -986,7 +986,9 @@ func TestSignalStreamEndsWhenReconnectingCannotSucceed(t *testing.T) {
 			listened := make(chan error, 1)
 			go func() { listened <- s.Listen(ctxT(t, 10*time.Second), "a") }()
 
-			nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+			d := nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+			assert.False(t, d.Since.After(d.At))
+			assert.WithinDuration(t, d.At, d.Since, 5*time.Second, "the window starts with the stream at the earliest")
 			f := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
 			assert.ErrorIs(t, f.Err, tc.want)
 			requireClosed(t, s.Events())
@@ -1512,4 +1514,21 @@ func TestSignalNoSignalOfANewConnectionPrecedesReconnected(t *testing.T) {
 		r := nextOf[dfstream.Reconnected](t, s.Events(), 10*time.Second)
 		assert.Zero(t, r.Coalesced)
 	}
+}
+
+func TestSignalConnectionLostBeforeReadyReportsAWindowFromTheStart(t *testing.T) {
+	t.Parallel()
+	addr := scriptedServer(t, func(conn int, _, _ string) string {
+		if conn == 0 {
+			return "" // the probe's listen, first of all: closed
+		}
+		return "ok"
+	})
+	started := time.Now()
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(time.Minute))
+	d := nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+	assert.False(t, d.Since.Before(started), "Since %v: nothing was missed before the stream started", d.Since)
+	assert.False(t, d.Since.After(d.At))
+	r := nextOf[dfstream.Reconnected](t, s.Events(), 5*time.Second)
+	assert.Equal(t, d.Since, r.Since)
 }
