@@ -647,8 +647,7 @@ func (a *sigActor) heartbeat(ctx context.Context) {
 }
 
 // probeAround emits probe seq on a freshly dialled connection to the
-// stream's address, on a goroutine (result on probeRes), bounded by one
-// heartbeat interval.
+// stream's address, on a goroutine (result on probeRes).
 //
 // Not on the stream's own connection: a server that shuts down gracefully
 // keeps serving its open connections (pings, and signals among them) for
@@ -670,7 +669,9 @@ func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
 	a.probeWG.Add(1)
 	go func() {
 		defer a.probeWG.Done()
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.heartbeat)
+		// Not bounded by the interval: a probe slow to go out (a loaded
+		// machine) only delays the next one.
+		ctx, cancel := context.WithTimeout(ctx, max(s.cfg.heartbeat, s.c.cfg.connectTimeout))
 		defer cancel()
 		sc, err := s.c.dialer.DialSync(ctx, s.addr)
 		if err == nil {
