@@ -232,7 +232,7 @@ func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, leas
 		s.mu.Unlock()
 		return s.stopCause()
 	}
-	s.state, s.grant = StateHeld, ev
+	s.state, s.grant, s.heldUntil = StateHeld, ev, s.lossAt
 	s.notify()
 	s.mu.Unlock()
 	s.out.emit(ev)
@@ -349,6 +349,8 @@ func (s *holdStream) renew() error {
 	ev := Renewed{Key: s.key, Lease: lease, Fence: s.fence, Deadline: s.deadline, At: time.Now()}
 	s.mu.Lock()
 	s.grant.Lease, s.grant.Fence, s.grant.Deadline = ev.Lease, ev.Fence, ev.Deadline
+	s.heldUntil = s.lossAt
+	s.notify() // a Wait past the last heldUntil waits for this
 	s.mu.Unlock()
 	s.out.emit(ev)
 	return nil
