@@ -73,17 +73,18 @@ type holdStream struct {
 	unhook func() bool   // detaches the stream from its context
 
 	// Owned by whoever holds the turn.
-	out        outbox
-	conn       *lockConn
-	roundStart time.Time     // when this acquire round began
-	lease      time.Duration // what renewals ask for
-	granted    time.Duration // what the server last applied
-	token      string
-	fence      uint64
-	deadline   time.Time // the safe deadline promised in events
-	lossAt     time.Time // when to declare Lost: a little before deadline
-	attempt    int
-	renewDue   time.Time // when the next renewal is due
+	out           outbox
+	conn          *lockConn
+	roundStart    time.Time     // when this acquire round began
+	queuedInRound bool          // it has emitted Queued
+	lease         time.Duration // what renewals ask for
+	granted       time.Duration // what the server last applied
+	token         string
+	fence         uint64
+	deadline      time.Time // the safe deadline promised in events
+	lossAt        time.Time // when to declare Lost: a little before deadline
+	attempt       int
+	renewDue      time.Time // when the next renewal is due
 
 	// Guarded by the Client's renewals.
 	renewAt    time.Time
@@ -231,7 +232,8 @@ func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 // acquired is true when the key was granted at once, false when the stream
 // joined the queue. The answer is known when Lock returns, so Enqueued does
 // not block unless the stream is still re-trying its first enqueue under
-// WithReacquire. This is the first phase of the two-phase acquire: act on it
+// WithReacquire, or queueing again because the first grant came too late
+// to be held (its reply took longer than the lease). This is the first phase of the two-phase acquire: act on it
 // (tell another system the request is queued, say) while the stream waits
 // for the grant, then call Wait. It returns the error that ended the stream
 // when it ended before the answer (ErrClosed after Close).
@@ -437,6 +439,7 @@ func (s *holdStream) answer(atOnce bool) {
 	s.mu.Lock()
 	if !s.answered {
 		s.answered, s.atOnce = true, atOnce
+		s.notify()
 	}
 	s.mu.Unlock()
 }

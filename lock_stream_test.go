@@ -646,16 +646,24 @@ func TestErrorsFromTheServerMatchBothTheirSentinelAndErrServer(t *testing.T) {
 // rawRelease releases key's token from a connection of its own.
 func rawRelease(t *testing.T, addr, key, token string) {
 	t.Helper()
+	require.Equal(t, "ok\n", rawExchange(t, addr, fmt.Sprintf("r\n%s\n%s\n", key, token)))
+}
+
+// rawExchange sends req on a connection of its own and returns the reply.
+// The connection stays open until the test ends, so that what it acquires
+// stays held.
+func rawExchange(t *testing.T, addr, req string) string {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	require.NoError(t, err)
-	defer conn.Close()
-	_, err = fmt.Fprintf(conn, "r\n%s\n%s\n", key, token)
+	t.Cleanup(func() { _ = conn.Close() })
+	_, err = conn.Write([]byte(req))
 	require.NoError(t, err)
-	buf := make([]byte, 16)
+	buf := make([]byte, 128)
 	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
 	n, err := conn.Read(buf)
 	require.NoError(t, err)
-	require.Equal(t, "ok\n", string(buf[:n]))
+	return string(buf[:n])
 }
 
 func TestLockGrantedAfterAWaitLongerThanItsLeaseHoldsAFullLease(t *testing.T) {
