@@ -263,6 +263,42 @@ func TestLockQueuedGrantGoneWhenConfirmedQueuesAgain(t *testing.T) {
 	require.NoError(t, s.Release(context.Background()))
 }
 
+// A queued client's replies lag, and it leaves the lease to the server's
+// default, so the enqueue's reply is awaited: the key is granted to it,
+// and that grant runs out, before its wait even leaves, which the server
+// answers error_lease_expired. It queues again.
+func TestLockWaitThatFindsItsGrantExpiredQueuesAgain(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{DefaultLease: staleLease, LeaseSweepInterval: 50 * time.Millisecond})
+	slow, link := slowLink(t, srv, true)
+	clean := newClient(t, []string{srv.Addr()})
+	key := testKey(t, "k")
+	ctx := context.Background()
+
+	holder, err := clean.AcquireLock(ctx, key, dfstream.WithLease(10*time.Second))
+	require.NoError(t, err)
+	queued := make(chan *dfstream.LockStream, 1)
+	go func() {
+		s, err := slow.Lock(ctx, key, dfstream.WithAcquireTimeout(time.Minute))
+		assert.NoError(t, err)
+		queued <- s
+	}()
+	require.Eventually(t, func() bool {
+		waiters, _ := lockHolder(stats(t, srv.Addr()), key)
+		return waiters == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, holder.Release(ctx)) // granted to the waiter, which does not know it yet
+	time.Sleep(replyLag + staleLease/2)     // its wait reaches the server after the grant ran out
+	link.SetLatency(faultproxy.ToClient, 0)
+
+	waiter := <-queued
+	require.NotNil(t, waiter)
+	acq, err := waiter.Wait(ctx)
+	require.NoError(t, err)
+	assert.True(t, acq.Deadline.After(time.Now()))
+	require.NoError(t, waiter.Close())
+}
+
 // rawHold acquires key with a lease of leaseSec seconds on a connection of
 // its own, which stays open, silent, until the test ends.
 func rawHold(t *testing.T, addr, key string, leaseSec int) {
