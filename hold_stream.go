@@ -232,11 +232,12 @@ func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 // acquired is true when the key was granted at once, false when the stream
 // joined the queue. The answer is known when Lock returns, so Enqueued does
 // not block unless the stream is still re-trying its first enqueue under
-// WithReacquire, or queueing again because the first grant came too late
-// to be held (its reply took longer than the lease). This is the first phase of the two-phase acquire: act on it
-// (tell another system the request is queued, say) while the stream waits
-// for the grant, then call Wait. It returns the error that ended the stream
-// when it ended before the answer (ErrClosed after Close).
+// WithReacquire, or queueing again because the first grant came too late to
+// be held (its reply took longer than the lease). This is the first phase of
+// the two-phase acquire: act on it (tell another system the request is
+// queued, say) while the stream waits for the grant, then call Wait. It
+// returns the error that ended the stream when it ended before the answer
+// (ErrClosed after Close).
 func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 	if ctx == nil {
 		return false, errNilContext

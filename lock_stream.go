@@ -34,8 +34,8 @@ var _ Stream = (*LockStream)(nil)
 // held safely (after the lease it asked for, less the safety margin) is
 // never reported: the stream gives it back and queues again on its own
 // goroutine while the acquire timeout allows, then fails with
-// ErrDeadlinePassed. Follow it with Events, or block with Wait. Invalid input is
-// returned here as an error, before anything is sent.
+// ErrDeadlinePassed. Follow it with Events, or block with Wait. Invalid
+// input is returned here as an error, before anything is sent.
 func (c *Client) Lock(ctx context.Context, key string, opts ...StreamOption) (*LockStream, error) {
 	h, err := c.startHold(ctx, wire.KindLock, key, 0, opts)
 	if err != nil {
