@@ -183,7 +183,11 @@ func TestLockGrantArrivingAfterItsLeaseIsNeverReported(t *testing.T) {
 				assert.Less(t, st.took, replyLag, "Lock waited for a reply past the grant's safe deadline")
 			}
 			sr := record(st.s.Events())
-			<-st.s.Done()
+			select {
+			case <-st.s.Done():
+			case <-time.After(4 * replyLag):
+				require.FailNow(t, "still queueing", "the acquire timeout counts from the first enqueue of the round")
+			}
 			<-sr.closed
 			assert.ErrorIs(t, st.s.Err(), dfstream.ErrDeadlinePassed, "nothing was held: a failure, not a loss")
 			assert.Zero(t, count[dfstream.Acquired](sr), "the stale grant was reported: %+v", sr.all())
@@ -241,26 +245,47 @@ func TestLockQueuedGrantConfirmedAfterItsLeaseIsGivenBackAndQueuedAgain(t *testi
 // A queued grant runs out while the server is frozen; the waiter learns
 // it is gone only when the renewal that should confirm it is refused. With
 // acquire time left, it queues again and is granted the key, now free.
-func TestLockQueuedGrantGoneWhenConfirmedQueuesAgain(t *testing.T) {
+func TestQueuedGrantGoneWhenConfirmedQueuesAgain(t *testing.T) {
 	t.Parallel()
-	addr, srv := testServer(t, dflockdtest.Config{LeaseSweepInterval: 50 * time.Millisecond})
-	needServer(t, srv, "freeze")
-	c := newClient(t, []string{addr})
-	key := testKey(t, "k")
+	for name, start := range map[string]func(c *dfstream.Client, key string) (waiting, error){
+		"lock": func(c *dfstream.Client, key string) (waiting, error) {
+			return c.Lock(context.Background(), key, dfstream.WithLease(staleLease))
+		},
+		"semaphore": func(c *dfstream.Client, key string) (waiting, error) {
+			return c.Semaphore(context.Background(), key, 1, dfstream.WithLease(staleLease))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			addr, srv := testServer(t, dflockdtest.Config{LeaseSweepInterval: 50 * time.Millisecond})
+			needServer(t, srv, "freeze")
+			c := newClient(t, []string{addr})
+			key := testKey(t, "k")
 
-	rawHold(t, addr, key, 1) // a holder that never renews
-	s := queuedLock(t, c, context.Background(), key, dfstream.WithLease(staleLease))
-	time.Sleep(100 * time.Millisecond) // its wait is in
-	srv.Freeze()
-	// The holder's lease runs out, the waiter is granted, and that grant
-	// runs out unclaimed: its wait is answered only after the thaw.
-	time.Sleep(3 * staleLease)
-	srv.Thaw()
+			rawHold(t, addr, key, 1) // a holder that never renews
+			s, err := start(c, key)
+			require.NoError(t, err)
+			nextOf[dfstream.Queued](t, s.Events(), time.Second)
+			time.Sleep(100 * time.Millisecond) // its wait is in
+			srv.Freeze()
+			// The holder's lease runs out, the waiter is granted, and that
+			// grant runs out unclaimed: its wait is answered after the thaw.
+			time.Sleep(3 * staleLease)
+			srv.Thaw()
 
-	acq := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
-	assert.True(t, acq.Deadline.After(acq.At))
-	assert.Equal(t, dfstream.StateHeld, s.State())
-	require.NoError(t, s.Release(context.Background()))
+			acq := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
+			assert.True(t, acq.Deadline.After(acq.At))
+			assert.Equal(t, dfstream.StateHeld, s.State())
+			require.NoError(t, s.Release(context.Background()))
+		})
+	}
+}
+
+// waiting is what the gone-grant test needs of a lock or semaphore stream.
+type waiting interface {
+	Events() <-chan dfstream.Event
+	State() dfstream.State
+	Release(context.Context) error
 }
 
 // A queued client's replies lag, and it leaves the lease to the server's
