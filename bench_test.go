@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dfstream/dfstream"
 	"github.com/dfstream/dfstream/dflockdtest"
@@ -111,4 +112,53 @@ func rawCycle(b *testing.B, conn net.Conn, rd *bufio.Reader, key string) {
 	if line, err = rd.ReadString('\n'); err != nil || line != "ok\n" {
 		b.Fatalf("release: %q %v", line, err)
 	}
+}
+
+// BenchmarkDropToLost measures how soon a held stream reports Lost after
+// the server drops its connection: the hang-up watch's figure, which the
+// tests only bound loosely (see dropBound). "watched" drops a connection
+// the watch has taken on; "unwatched" drops it at once after the grant,
+// before the watch starts (watchDelay), as a lock held briefly would see.
+// The metric is ms/drop; the lease puts the first renewal far away.
+//
+//	go test -run='^$' -bench=DropToLost -benchtime=50x -count=10 . | benchstat -
+func BenchmarkDropToLost(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		held time.Duration
+	}{{"watched", 50 * time.Millisecond}, {"unwatched", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := dflockdtest.New(b, dflockdtest.Config{ReadTimeout: time.Minute})
+			c, err := dfstream.New(dfstream.WithServers(srv.Addr()), dfstream.WithServerReadTimeout(time.Minute))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			var total time.Duration
+			for range b.N {
+				total += dropToLost(b, c, srv, bc.held)
+			}
+			b.ReportMetric(float64(total)/float64(b.N)/float64(time.Millisecond), "ms/drop")
+		})
+	}
+}
+
+// dropToLost acquires a lock, holds it for held, drops every connection
+// and returns how long Lost took to come.
+func dropToLost(b *testing.B, c *dfstream.Client, srv *dflockdtest.Server, held time.Duration) time.Duration {
+	s, err := c.AcquireLock(context.Background(), "bench/drop", dfstream.WithLease(time.Minute))
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(held)
+	dropped := time.Now()
+	srv.DropConnections()
+	for ev := range s.Events() {
+		if lost, ok := ev.(dfstream.Lost); ok {
+			<-s.Done()
+			return lost.At.Sub(dropped)
+		}
+	}
+	b.Fatalf("no Lost: %v", s.Err())
+	return 0
 }

@@ -14,53 +14,110 @@ import (
 // holding and ending. Each runs with the stream's turn.
 
 // begin is the first phase, run by Lock with the turn: enqueue, and then
-// hold, or hand the turn to a goroutine that waits in the queue.
+// hold, or hand the turn to a goroutine that waits in the queue (or queues
+// again, when the grant came too late to be held).
 func (s *holdStream) begin() {
+	s.newRound()
 	granted, err := s.enqueue()
 	switch {
-	case err != nil:
-		s.failed(err)
-	case granted:
+	case err == nil && granted:
 		s.giveTurn()
+	case err == nil:
+		s.c.actors.Go(func() { s.pursue(waitInQueue) })
+	case s.again(err):
+		s.c.actors.Go(func() { s.pursue(queueAgain) })
 	default:
-		s.c.actors.Go(func() { s.pursue(true) })
+		s.failed(err)
 	}
 }
 
+// The step pursue takes next.
+type pursuit int
+
+const (
+	waitInQueue pursuit = iota // the enqueue was answered queued: wait
+	queueAgain                 // a grant was given back: enqueue again at once
+	backOff                    // a round failed: back off, then start another
+)
+
 // pursue runs on the stream's own goroutine, with the turn, while the
-// stream is not held: it waits in the queue (queued) or backs off and
-// queues again, until the stream holds the key or ends.
-func (s *holdStream) pursue(queued bool) {
+// stream is not held: from step on, it waits in the queue, queues again,
+// or backs off and starts a new round, until the stream holds the key or
+// ends.
+func (s *holdStream) pursue(step pursuit) {
 	for {
 		var err error
-		if queued {
+		switch step {
+		case waitInQueue:
 			if err = s.awaitGrant(); err == nil {
 				s.giveTurn()
 				return
 			}
-		} else if err = s.backoff(); err == nil {
+		case backOff:
+			if err = s.backoff(); err == nil {
+				s.newRound()
+				step = queueAgain
+				continue
+			}
+		case queueAgain:
 			var granted bool
 			if granted, err = s.enqueue(); err == nil {
 				if granted {
 					s.giveTurn()
 					return
 				}
-				queued = true
+				step = waitInQueue
 				continue
 			}
 		}
-		if !s.retrying(err) {
+		switch {
+		case s.again(err):
+			step = queueAgain
+		case s.retrying(err):
+			step = backOff
+		default:
 			return
 		}
-		queued = false
 	}
+}
+
+// newRound starts an acquire round: the acquire timeout counts from here,
+// through every enqueue the round needs.
+func (s *holdStream) newRound() {
+	s.roundStart, s.queuedInRound = time.Now(), false
+}
+
+// staleGrant is a grant an acquire round gives back rather than hold: its
+// reply (or the renewal confirming it) came when the stream would already
+// have declared it Lost, or it turned out gone when confirmed. The server
+// may have granted the key to the next in line meanwhile.
+type staleGrant struct{ err error }
+
+func (e *staleGrant) Error() string { return e.err.Error() }
+func (e *staleGrant) Unwrap() error { return e.err }
+
+// again reports whether the acquire round goes on after err: a stale grant
+// is given back by dropping its connection (the server then releases
+// whatever it still holds for it), and the stream queues again while the
+// acquire timeout allows. Otherwise the round has failed with err.
+func (s *holdStream) again(err error) bool {
+	var stale *staleGrant
+	if !errors.As(err, &stale) || s.stopped() {
+		return false
+	}
+	s.dropConn()
+	if time.Since(s.roundStart) >= s.cfg.acquireTimeout {
+		return false
+	}
+	s.log.Debug().Err(err).Msg("grant given back; queueing again")
+	return true
 }
 
 // failed handles an acquire round that failed: the stream goes on to back
 // off under re-acquire when the error may pass, and ends otherwise.
 func (s *holdStream) failed(err error) {
 	if s.retrying(err) {
-		s.c.actors.Go(func() { s.pursue(false) })
+		s.c.actors.Go(func() { s.pursue(backOff) })
 	}
 }
 
@@ -134,27 +191,37 @@ func (s *holdStream) connect() (*lockConn, error) {
 // the stream holds it on return; otherwise it is queued.
 func (s *holdStream) enqueue() (granted bool, err error) {
 	s.setState(StateConnecting)
-	s.roundStart = time.Now()
-	lc, err := s.connect()
-	if err != nil {
+	if _, err := s.connect(); err != nil {
 		return false, err
 	}
-	sent := time.Now()
-	line, err := lc.exchange(context.Background(), s.enqueueReq, sent.Add(s.c.cfg.connectTimeout))
+	// A lease left to the server's default is unknown until the reply:
+	// then only the check in becomeHeld stands between a late reply and
+	// the user.
+	line, sent, err := s.grantExchange(s.enqueueReq, s.cfg.lease)
 	if err != nil {
-		return false, s.exchangeErr(err)
+		return false, err
 	}
 	g, granted, err := wire.ParseEnqueue(s.enqueueReq.Cmd, line)
 	if err != nil {
 		return false, err
 	}
-	s.answer(granted)
-	if !granted {
-		s.setState(StateQueued)
-		s.out.emit(Queued{Key: s.key, At: time.Now()})
-		return false, nil
+	if granted {
+		if err := s.becomeHeld(sent, g.Token, g.Fence, g.Lease); err != nil {
+			return false, err
+		}
+		s.answer(true)
+		return true, nil
 	}
-	return true, s.becomeHeld(sent, g.Token, g.Fence, g.Lease)
+	s.answer(false)
+	s.setState(StateQueued)
+	if !s.queuedInRound {
+		// Once a round: a stream that queues again after giving a grant
+		// back is still waiting for the same acquire, and the outbox's
+		// reserve counts one Queued a round.
+		s.queuedInRound = true
+		s.out.emit(Queued{Key: s.key, At: time.Now()})
+	}
+	return false, nil
 }
 
 // awaitGrant waits in the queue and confirms the grant.
@@ -175,6 +242,9 @@ func (s *holdStream) awaitGrant() error {
 	}
 	g, err := wire.ParseGrant(wait.Cmd, line)
 	if err != nil {
+		if errors.Is(err, wire.ErrLeaseExpired) {
+			return &staleGrant{fmt.Errorf("grant gone before it was claimed: %w", err)}
+		}
 		return err
 	}
 	// The server restarted the lease when it answered the wait, at an
@@ -185,18 +255,52 @@ func (s *holdStream) awaitGrant() error {
 	if err != nil {
 		return err
 	}
-	sent := time.Now()
-	if line, err = s.conn.exchange(context.Background(), renew, sent.Add(s.c.cfg.connectTimeout)); err != nil {
-		return s.exchangeErr(err)
+	line, sent, err := s.grantExchange(renew, s.lease)
+	if err != nil {
+		return err
 	}
 	lease, fence, err := wire.ParseRenew(renew.Cmd, line)
 	if err != nil {
-		return fmt.Errorf("grant gone before it was confirmed: %w", err)
+		if errors.Is(err, wire.ErrServer) {
+			return &staleGrant{fmt.Errorf("grant gone before it was confirmed: %w", err)}
+		}
+		return err
 	}
 	if fence == 0 {
 		fence = g.Fence
 	}
 	return s.becomeHeld(sent, g.Token, fence, lease)
+}
+
+// grantExchange sends req, whose reply may bear a grant of lease (0 when
+// the server's default, unknown beforehand), on the stream's connection.
+// The reply is awaited within the connect timeout, and no later than the
+// moment the stream would declare such a grant Lost: a reply that misses
+// it is a stale grant. It returns when the request was sent.
+func (s *holdStream) grantExchange(req wire.Request, lease time.Duration) (line string, sent time.Time, err error) {
+	sent = time.Now()
+	deadline := sent.Add(s.c.cfg.connectTimeout)
+	var lossAt time.Time
+	if lease != 0 {
+		_, lossAt = s.safeDeadline(sent, lease)
+		deadline = earliest(deadline, lossAt)
+	}
+	line, err = s.conn.exchange(context.Background(), req, deadline)
+	if err != nil {
+		if lease != 0 && ranOut(err, lossAt) && !s.stopped() {
+			return "", sent, &staleGrant{fmt.Errorf("%w: no reply to %s before the grant's safe deadline: %w", ErrDeadlinePassed, req.Cmd, err)}
+		}
+		return "", sent, s.exchangeErr(err)
+	}
+	return line, sent, nil
+}
+
+// earliest returns the earlier of two instants.
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // deadlineIn is the deadline a+b from now, or none when the sum overflows
@@ -218,13 +322,17 @@ func (s *holdStream) wantedLease(granted time.Duration) time.Duration {
 }
 
 // becomeHeld records a grant of lease requested at sent, emits Acquired and
-// schedules the first renewal. A stream the user stopped meanwhile does not
-// take the grant: it fails, and dropping the connection gives the key back.
+// schedules the first renewal. A grant whose reply came at or after the
+// moment the stream would declare it Lost is stale: it is not reported,
+// and the caller gives it back. A stream the user stopped meanwhile does
+// not take the grant: it fails, and dropping the connection gives the key
+// back.
 func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, lease time.Duration) error {
-	s.token, s.fence, s.attempt = token, fence, 0
+	s.token, s.fence = token, fence
 	s.lease, s.granted = s.wantedLease(lease), lease
 	s.setDeadline(sent, lease)
-	ev := Acquired{Key: s.key, Token: token, Lease: lease, Fence: fence, Deadline: s.deadline, At: time.Now()}
+	now := time.Now()
+	ev := Acquired{Key: s.key, Token: token, Lease: lease, Fence: fence, Deadline: s.deadline, At: now}
 	s.mu.Lock()
 	if s.stopped() {
 		// Checked under mu, where shut closes stop before it hurries the
@@ -232,9 +340,15 @@ func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, leas
 		s.mu.Unlock()
 		return s.stopCause()
 	}
-	s.state, s.grant = StateHeld, ev
+	if !now.Before(s.lossAt) {
+		s.mu.Unlock()
+		return &staleGrant{fmt.Errorf("%w: the grant came %v after it was due to be given up",
+			ErrDeadlinePassed, now.Sub(s.lossAt).Round(time.Millisecond))}
+	}
+	s.state, s.grant, s.heldUntil = StateHeld, ev, s.lossAt
 	s.notify()
 	s.mu.Unlock()
+	s.attempt = 0
 	s.out.emit(ev)
 	s.schedule(sent)
 	s.log.Debug().Uint64("fence", fence).Dur("lease", lease).Msg("acquired")
@@ -242,20 +356,26 @@ func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, leas
 }
 
 // setDeadline records the safe deadline of a grant or renewal of lease
-// requested at sent: the lease runs from when the server handled the
-// request, which is after sent, so no one else can be granted the key
-// before sent+lease. The margin below that absorbs clock-rate differences
-// and delivery to the user; the stream acts half a margin (at most 250ms)
-// earlier still, so that timer and scheduling delays cannot push Lost past
-// the deadline it promised.
+// requested at sent, and the moment to declare Lost (see safeDeadline).
 func (s *holdStream) setDeadline(sent time.Time, lease time.Duration) {
+	s.deadline, s.lossAt = s.safeDeadline(sent, lease)
+}
+
+// safeDeadline returns the safe deadline of a grant or renewal of lease
+// requested at sent, and the moment the stream declares it Lost: the lease
+// runs from when the server handled the request, which is after sent, so
+// no one else can be granted the key before sent+lease. The margin below
+// that absorbs clock-rate differences and delivery to the user; the stream
+// acts half a margin (at most 250ms) earlier still, so that timer and
+// scheduling delays cannot push Lost past the deadline it promised.
+func (s *holdStream) safeDeadline(sent time.Time, lease time.Duration) (deadline, lossAt time.Time) {
 	margin := s.cfg.safetyMargin
 	if margin == 0 {
 		margin = max(lease/10, 50*time.Millisecond)
 	}
 	margin = min(margin, lease/2)
-	s.deadline = sent.Add(lease - margin)
-	s.lossAt = s.deadline.Add(-min(margin/2, 250*time.Millisecond))
+	deadline = sent.Add(lease - margin)
+	return deadline, deadline.Add(-min(margin/2, 250*time.Millisecond))
 }
 
 // renewInterval is how long after a request the next renewal goes out: the
@@ -328,7 +448,7 @@ func (s *holdStream) renew() error {
 	}
 	line, err := s.conn.exchange(context.Background(), req, s.lossAt)
 	if err != nil {
-		if s.ranOut(err) {
+		if ranOut(err, s.lossAt) {
 			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
 		}
 		return connLost(err) // or cut short by a release
@@ -349,15 +469,17 @@ func (s *holdStream) renew() error {
 	ev := Renewed{Key: s.key, Lease: lease, Fence: s.fence, Deadline: s.deadline, At: time.Now()}
 	s.mu.Lock()
 	s.grant.Lease, s.grant.Fence, s.grant.Deadline = ev.Lease, ev.Fence, ev.Deadline
+	s.heldUntil = s.lossAt
+	s.notify() // a Wait past the last heldUntil waits for this
 	s.mu.Unlock()
 	s.out.emit(ev)
 	return nil
 }
 
-// ranOut reports whether an exchange failed by reaching the moment the
-// stream declares Lost, rather than for another reason.
-func (s *holdStream) ranOut(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.lossAt)
+// ranOut reports whether an exchange failed by reaching lossAt, the moment
+// the stream declares Lost, rather than for another reason.
+func ranOut(err error, lossAt time.Time) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(lossAt)
 }
 
 // hungUp runs on the connection watcher's goroutine when the server hangs
@@ -387,11 +509,7 @@ func (s *holdStream) release(ctx context.Context) error {
 	lc := s.conn
 	// Until the reply, the stream still claims the key: past the moment it
 	// promised to give that claim up, the release is a loss.
-	deadline := time.Now().Add(s.c.cfg.connectTimeout)
-	if s.lossAt.Before(deadline) {
-		deadline = s.lossAt
-	}
-	line, err := lc.exchange(ctx, req, deadline)
+	line, err := lc.exchange(ctx, req, earliest(time.Now().Add(s.c.cfg.connectTimeout), s.lossAt))
 	if err == nil {
 		err = wire.ParseOK(req.Cmd, line)
 	}
@@ -401,7 +519,7 @@ func (s *holdStream) release(ctx context.Context) error {
 			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
 		case ctx.Err() != nil:
 			err = fmt.Errorf("%w: release abandoned: %w", ErrConnLost, ctx.Err())
-		case s.ranOut(err):
+		case ranOut(err, s.lossAt):
 			err = fmt.Errorf("%w: no reply to the release: %w", ErrDeadlinePassed, err)
 		default:
 			err = fmt.Errorf("%w: %w", ErrConnLost, err)
@@ -441,7 +559,7 @@ func (s *holdStream) lose(reason error, final bool) {
 	}
 	s.setState(StateBackoff)
 	s.out.emit(Lost{Key: s.key, Reason: reason, At: time.Now()})
-	s.c.actors.Go(func() { s.pursue(false) })
+	s.c.actors.Go(func() { s.pursue(backOff) })
 }
 
 func (s *holdStream) dropConn() {

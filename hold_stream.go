@@ -73,17 +73,18 @@ type holdStream struct {
 	unhook func() bool   // detaches the stream from its context
 
 	// Owned by whoever holds the turn.
-	out        outbox
-	conn       *lockConn
-	roundStart time.Time     // when this acquire round began
-	lease      time.Duration // what renewals ask for
-	granted    time.Duration // what the server last applied
-	token      string
-	fence      uint64
-	deadline   time.Time // the safe deadline promised in events
-	lossAt     time.Time // when to declare Lost: a little before deadline
-	attempt    int
-	renewDue   time.Time // when the next renewal is due
+	out           outbox
+	conn          *lockConn
+	roundStart    time.Time     // when this acquire round began
+	queuedInRound bool          // it has emitted Queued
+	lease         time.Duration // what renewals ask for
+	granted       time.Duration // what the server last applied
+	token         string
+	fence         uint64
+	deadline      time.Time // the safe deadline promised in events
+	lossAt        time.Time // when to declare Lost: a little before deadline
+	attempt       int
+	renewDue      time.Time // when the next renewal is due
 
 	// Guarded by the Client's renewals.
 	renewAt    time.Time
@@ -94,6 +95,8 @@ type holdStream struct {
 	answered   bool // the first enqueue was answered
 	atOnce     bool // … with a grant rather than a place in the queue
 	grant      Acquired
+	heldUntil  time.Time // lossAt: past it, Wait and Held do not report grant
+	hurrying   int       // Releases waiting for the turn they hurried
 	err        error
 	cause      error         // why stop was closed
 	changed    chan struct{} // made by a waiter, closed on the next state change
@@ -109,7 +112,7 @@ func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limi
 		}
 	}
 	if ctx == nil {
-		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+		return nil, errNilContext
 	}
 	req, err := wire.Enqueue(kind, key, limit, cfg.lease)
 	if err != nil {
@@ -163,12 +166,25 @@ func (s *holdStream) State() State {
 	return s.state
 }
 
-// Held returns the current grant and true while the stream holds the key.
+// Held returns the current grant and true while the stream holds the key
+// and its safe deadline is ahead.
 func (s *holdStream) Held() (Acquired, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.grant, s.state == StateHeld
+	return s.grant, s.held()
 }
+
+// held reports whether the stream holds the key and may say so: a grant is
+// not reported once the moment to declare it Lost has come, even while
+// the step that declares it (or renews in time) has yet to run. s.mu is
+// held.
+func (s *holdStream) held() bool {
+	return s.state == StateHeld && time.Now().Before(s.heldUntil)
+}
+
+// errNilContext is what the entry points that take a context return for a
+// nil one.
+var errNilContext = fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
 
 // Err reports why the stream ended: nil while it runs and after a plain
 // release or Close; otherwise matchable with errors.Is (ErrTimeout,
@@ -180,21 +196,25 @@ func (s *holdStream) Err() error {
 }
 
 // Wait blocks until the stream holds the key and returns the grant, or
-// returns the error that ended the stream, or ctx's error. It does not
-// consume events.
+// returns the error that ended the stream, or ctx's error. It never
+// returns a grant whose safe deadline has come: a stream whose renewal is
+// late waits for the renewal or the loss. It does not consume events.
 func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
+	if ctx == nil {
+		return Acquired{}, errNilContext
+	}
 	for {
 		s.mu.Lock()
-		st, g, err := s.state, s.grant, s.err
+		st, g, err, held := s.state, s.grant, s.err, s.held()
 		var changed <-chan struct{}
-		if st != StateHeld && st != StateEnded {
-			changed = s.awaitChange()
+		if !held && st != StateEnded {
+			changed = s.awaitChange() // a renewal or Lost comes next
 		}
 		s.mu.Unlock()
-		switch st {
-		case StateHeld:
+		switch {
+		case held:
 			return g, nil
-		case StateEnded:
+		case st == StateEnded:
 			if err == nil {
 				err = ErrClosed
 			}
@@ -212,11 +232,16 @@ func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 // acquired is true when the key was granted at once, false when the stream
 // joined the queue. The answer is known when Lock returns, so Enqueued does
 // not block unless the stream is still re-trying its first enqueue under
-// WithReacquire. This is the first phase of the two-phase acquire: act on it
-// (tell another system the request is queued, say) while the stream waits
-// for the grant, then call Wait. It returns the error that ended the stream
-// when it ended before the answer (ErrClosed after Close).
+// WithReacquire, or queueing again because the first grant came too late to
+// be held (its reply took longer than the lease). This is the first phase of
+// the two-phase acquire: act on it (tell another system the request is
+// queued, say) while the stream waits for the grant, then call Wait. It
+// returns the error that ended the stream when it ended before the answer
+// (ErrClosed after Close).
 func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
+	if ctx == nil {
+		return false, errNilContext
+	}
 	for {
 		s.mu.Lock()
 		st, done, atOnce, err := s.state, s.answered, s.atOnce, s.err
@@ -252,7 +277,15 @@ func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 // Release returns ErrNotHeld; if ctx ends, ctx's error, and the stream goes
 // on holding the key.
 func (s *holdStream) Release(ctx context.Context) error {
+	if ctx == nil {
+		return errNilContext
+	}
 	hurried := false
+	defer func() {
+		if hurried {
+			s.unhurry()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		if s.state != StateHeld {
@@ -269,6 +302,9 @@ func (s *holdStream) Release(ctx context.Context) error {
 		if !hurried {
 			// A renewal is in flight: it must not hold the release up
 			// longer than the server is given to answer one.
+			s.mu.Lock()
+			s.hurrying++
+			s.mu.Unlock()
 			s.hurry(false)
 			hurried = true
 		}
@@ -342,6 +378,21 @@ func (s *holdStream) hurry(all bool) {
 	}
 }
 
+// unhurry is run by a Release that hurried the connection, once it no
+// longer waits. A bound its hurry left for the next exchange (no exchange
+// was in flight when it came) was meant for the step it waited on: when
+// the Release gave up instead, that step may have ended without an
+// exchange, and the bound must not cut a later renewal short. A stream
+// being shut keeps it: its release is on the way.
+func (s *holdStream) unhurry() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hurrying--
+	if s.hurrying == 0 && s.live != nil && !s.stopped() {
+		s.live.Unexpedite()
+	}
+}
+
 func (s *holdStream) giveTurn() { s.turn <- struct{}{} }
 
 func (s *holdStream) stopped() bool {
@@ -389,6 +440,7 @@ func (s *holdStream) answer(atOnce bool) {
 	s.mu.Lock()
 	if !s.answered {
 		s.answered, s.atOnce = true, atOnce
+		s.notify()
 	}
 	s.mu.Unlock()
 }

@@ -37,7 +37,9 @@ func TestPortableWatcherReportsADroppedConnectionAtOnce(t *testing.T) {
 	for ev := range s.Events() {
 		if lost, ok := ev.(Lost); ok {
 			assert.ErrorIs(t, lost.Reason, ErrConnLost)
-			assert.Less(t, lost.At.Sub(dropped), 100*time.Millisecond)
+			// Long before the first renewal, 11.5 s away: a bound load
+			// cannot break (BenchmarkDropToLost has the figure).
+			assert.Less(t, lost.At.Sub(dropped), 5*time.Second)
 			return
 		}
 	}

@@ -27,11 +27,15 @@ var _ Stream = (*LockStream)(nil)
 // until released, closed, lost, or ctx ends (ending ctx releases the lock).
 //
 // Lock returns once the server has answered the enqueue (one round trip on
-// a pooled connection, bounded by the connect timeout): the stream then
-// holds the key, or is queued for it and waits on a goroutine of its own,
-// or has ended with Failed (unreachable server, refused auth, limits…;
-// see Err). Follow it with Events, or block with Wait. Invalid input is
-// returned here as an error, before anything is sent.
+// a pooled connection, bounded by the connect timeout and by the lease
+// asked for): the stream then holds the key, or is queued for it and waits
+// on a goroutine of its own, or has ended with Failed (unreachable server,
+// refused auth, limits…; see Err). A grant whose reply came too late to be
+// held safely (after the lease it asked for, less the safety margin) is
+// never reported: the stream gives it back and queues again on its own
+// goroutine while the acquire timeout allows, then fails with
+// ErrDeadlinePassed. Follow it with Events, or block with Wait. Invalid
+// input is returned here as an error, before anything is sent.
 func (c *Client) Lock(ctx context.Context, key string, opts ...StreamOption) (*LockStream, error) {
 	h, err := c.startHold(ctx, wire.KindLock, key, 0, opts)
 	if err != nil {

@@ -106,14 +106,14 @@ func TestSemaphoreLimitMismatchIsATypedFailure(t *testing.T) {
 
 func TestSemaphoreSlotIsLostWhenTheConnectionDrops(t *testing.T) {
 	t.Parallel()
-	addr, srv := testServer(t, dflockdtest.Config{})
-	needServer(t, srv, "drop connections")
-	c := newClient(t, []string{addr})
+	c, srv := longRenewalClient(t)
 
-	s, err := c.AcquireSemaphore(context.Background(), testKey(t, "s"), 2, dfstream.WithLease(time.Second))
+	s, err := c.AcquireSemaphore(context.Background(), testKey(t, "s"), 2, longRenewal()...)
 	require.NoError(t, err)
 	nextOf[dfstream.Acquired](t, s.Events(), time.Second)
+	dropped := time.Now()
 	srv.DropConnections()
-	lost := nextOf[dfstream.Lost](t, s.Events(), 2*time.Second)
+	lost := nextOf[dfstream.Lost](t, s.Events(), 2*dropBound)
 	assert.ErrorIs(t, lost.Reason, dfstream.ErrConnLost)
+	assert.Less(t, lost.At.Sub(dropped), dropBound, "noticed at once, not at the next renewal")
 }

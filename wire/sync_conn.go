@@ -162,6 +162,15 @@ func (c *SyncConn) Expedited() bool {
 	return !c.limit.IsZero()
 }
 
+// Unexpedite withdraws the bound an Expedite or Interrupt left for the
+// next exchange, for a caller that learns that exchange is not the one it
+// meant to bound. The exchange in flight, if any, keeps its deadline.
+func (c *SyncConn) Unexpedite() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.limit = time.Time{}
+}
+
 // interruptInFlight ends the exchange in flight at once, if there is one,
 // and leaves later exchanges alone.
 func (c *SyncConn) interruptInFlight() {

@@ -176,6 +176,16 @@ func TestSyncConnExpeditedUntilTheNextExchange(t *testing.T) {
 	assert.False(t, c.Expedited(), "the exchange it bounded took it")
 }
 
+func TestSyncConnUnexpediteLeavesTheNextExchangeItsOwnDeadline(t *testing.T) {
+	t.Parallel()
+	c := syncConn(t, (*peer).echo)
+	c.Interrupt()
+	c.Unexpedite()
+	assert.False(t, c.Expedited())
+	_, err := c.Exchange(lreq("k"), soon())
+	assert.NoError(t, err, "not cut short by the withdrawn bound")
+}
+
 func TestSyncConnExchangeContextEndsWithItsContext(t *testing.T) {
 	t.Parallel()
 	c := syncConn(t, silent)
