@@ -26,6 +26,19 @@ func checkReplyErr(t *testing.T, line string, err error) {
 	_ = err.Error()
 }
 
+// checkDigits asserts that the number fields of an accepted reply, the
+// fields of line from index first on, are bare decimal digits: the server
+// writes no sign, so "+5" or "-0" must have been refused.
+func checkDigits(t *testing.T, line string, first int) {
+	t.Helper()
+	fields := strings.Fields(line)
+	for _, f := range fields[min(first, len(fields)):] {
+		if f == "" || strings.Trim(f, "0123456789") != "" {
+			t.Fatalf("%q: number field %q accepted", line, f)
+		}
+	}
+}
+
 func FuzzParseGrant(f *testing.F) {
 	for _, s := range []string{
 		"ok 0123456789abcdef0123456789abcdef 33", "ok t 60 7", "ok t 1 18446744073709551615",
@@ -46,6 +59,7 @@ func FuzzParseGrant(f *testing.F) {
 		if g.Token == "" || g.Lease < time.Second || g.Lease%time.Second != 0 {
 			t.Fatalf("%q: bad grant %+v", line, g)
 		}
+		checkDigits(t, line, 2)
 		// Re-encoding and parsing again gives the same grant.
 		re := "ok " + g.Token + " " + strconv.FormatInt(int64(g.Lease/time.Second), 10)
 		if g.Fence != 0 {
@@ -61,7 +75,7 @@ func FuzzParseGrant(f *testing.F) {
 func FuzzParseEnqueue(f *testing.F) {
 	for _, s := range []string{
 		"queued", "acquired t 33", "acquired t 5 12", "queued 1", "ok t 1", "acquired", "acquired t x",
-		"error_already_enqueued", "", "acquired t 1 2 3",
+		"error_already_enqueued", "", "acquired t 1 2 3", "acquired t +1", "acquired t 1 -0",
 	} {
 		f.Add(s)
 	}
@@ -77,11 +91,12 @@ func FuzzParseEnqueue(f *testing.F) {
 		if acquired != (g.Token != "") || (acquired && g.Lease < time.Second) {
 			t.Fatalf("%q: inconsistent %+v acquired=%v", line, g, acquired)
 		}
+		checkDigits(t, line, 2)
 	})
 }
 
 func FuzzParseRenew(f *testing.F) {
-	for _, s := range []string{"ok 33", "ok 20 4", "error", "error_lease_expired", "ok", "ok 1 2 3", "ok x", "ok 0", ""} {
+	for _, s := range []string{"ok 33", "ok 20 4", "error", "error_lease_expired", "ok", "ok 1 2 3", "ok x", "ok 0", "", "ok +3", "ok 3 -0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
@@ -96,6 +111,27 @@ func FuzzParseRenew(f *testing.F) {
 		if lease < time.Second || lease > wire.MaxSeconds*time.Second {
 			t.Fatalf("%q: lease %v", line, lease)
 		}
+		checkDigits(t, line, 1)
+	})
+}
+
+func FuzzParseSignalReply(f *testing.F) {
+	for _, s := range []string{"ok 0", "ok 3", "ok", "ok -1", "ok +3", "ok -0", "ok 1 2", "error", "", "ok 9223372036854775808"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		n, err := wire.ParseSignalReply(line)
+		if err != nil {
+			checkReplyErr(t, line, err)
+			if n != 0 {
+				t.Fatalf("%q: count %d with error", line, n)
+			}
+			return
+		}
+		if want, _ := strconv.ParseUint(strings.Fields(line)[1], 10, 64); n < 0 || uint64(n) != want {
+			t.Fatalf("%q: count %d", line, n)
+		}
+		checkDigits(t, line, 1)
 	})
 }
 
@@ -138,7 +174,32 @@ func FuzzParseStats(f *testing.F) {
 		if s == nil {
 			t.Fatalf("%q: nil stats without error", line)
 		}
+		checkStatsCounts(t, line, s)
 	})
+}
+
+// checkStatsCounts asserts that accepted stats hold no negative count or
+// duration: the server sends none.
+func checkStatsCounts(t *testing.T, line string, s *wire.Stats) {
+	t.Helper()
+	nums := []float64{float64(s.Connections)}
+	for _, l := range s.Locks {
+		nums = append(nums, float64(l.Waiters), l.LeaseExpiresIn)
+	}
+	for _, m := range s.Semaphores {
+		nums = append(nums, float64(m.Limit), float64(m.Holders), float64(m.Waiters))
+	}
+	for _, i := range append(s.IdleLocks, s.IdleSemaphores...) {
+		nums = append(nums, i.IdleS)
+	}
+	for _, c := range s.SignalChannels {
+		nums = append(nums, float64(c.Listeners))
+	}
+	for _, n := range nums {
+		if n < 0 {
+			t.Fatalf("%q: negative figure %v accepted", line, n)
+		}
+	}
 }
 
 // chunkReader returns at most n bytes per Read, to split lines anywhere.

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -52,19 +53,30 @@ func unexpected(cmd, line string) error {
 	return newProtocolError(cmd, line, "unexpected reply", nil)
 }
 
+// parseCount parses a number field of a reply: decimal digits only. The
+// server writes no sign, so "+5" or "-0" is not a number it sent, and
+// strconv alone would take the plus (and the minus of a zero).
+func parseCount(s string) (uint64, bool) {
+	if s == "" || strings.ContainsFunc(s, func(c rune) bool { return c < '0' || c > '9' }) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
+}
+
 // parseLease parses a lease in whole seconds. The server applies only
 // positive leases, and anything above MaxSeconds would overflow a Duration.
 func parseLease(cmd, line, s string) (time.Duration, error) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > MaxSeconds {
+	n, ok := parseCount(s)
+	if !ok || n == 0 || n > MaxSeconds {
 		return 0, newProtocolError(cmd, line, "bad lease", nil)
 	}
 	return time.Duration(n) * time.Second, nil
 }
 
 func parseFence(cmd, line, s string) (uint64, error) {
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
+	n, ok := parseCount(s)
+	if !ok {
 		return 0, newProtocolError(cmd, line, "bad fence", nil)
 	}
 	return n, nil
@@ -191,11 +203,11 @@ func ParseSignalReply(line string) (int, error) {
 	if n != 2 {
 		return 0, newProtocolError(cmd, line, "want 2 fields", nil)
 	}
-	r, err := strconv.Atoi(f[1])
-	if err != nil || r < 0 {
+	r, ok := parseCount(f[1])
+	if !ok || r > math.MaxInt {
 		return 0, newProtocolError(cmd, line, "bad receiver count", nil)
 	}
-	return r, nil
+	return int(r), nil
 }
 
 // Push is one "sig <channel> <payload>" line pushed by the server to a

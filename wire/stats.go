@@ -98,5 +98,31 @@ func ParseStats(line string) (*Stats, error) {
 	if err := json.Unmarshal([]byte(body), &s); err != nil {
 		return nil, newProtocolError(cmd, line, "bad stats JSON", err)
 	}
+	if s.hasNegative() {
+		return nil, newProtocolError(cmd, line, "negative count in stats", nil)
+	}
 	return &s, nil
+}
+
+// hasNegative reports a count or duration below zero: the server sends none
+// (remaining leases are clamped at 0), so one is a protocol error, not a
+// figure to pass on. Unsigned fields are already refused by Unmarshal.
+func (s *Stats) hasNegative() bool {
+	neg := s.Connections < 0
+	for _, l := range s.Locks {
+		neg = neg || l.Waiters < 0 || l.LeaseExpiresIn < 0
+	}
+	for _, m := range s.Semaphores {
+		neg = neg || m.Limit < 0 || m.Holders < 0 || m.Waiters < 0
+	}
+	for _, i := range s.IdleLocks {
+		neg = neg || i.IdleS < 0
+	}
+	for _, i := range s.IdleSemaphores {
+		neg = neg || i.IdleS < 0
+	}
+	for _, c := range s.SignalChannels {
+		neg = neg || c.Listeners < 0
+	}
+	return neg
 }
