@@ -18,6 +18,22 @@ type Grant struct {
 	Fence uint64
 }
 
+// FenceFromToken returns the fence a 2.x server writes into its tokens:
+// the first 16 of the token's 32 lower-case hex digits, a big-endian uint64
+// that rises with every grant on that server (or cluster). Compare fences of
+// one key only. Tokens of 1.10 and signals-era servers have the same form
+// but are random: only the caller knows the generation, so only it can tell
+// whether the number means anything. A token not of that form is an
+// *InputError.
+func FenceFromToken(token string) (uint64, error) {
+	if len(token) != 32 || strings.ContainsFunc(token, func(c rune) bool {
+		return (c < '0' || c > '9') && (c < 'a' || c > 'f')
+	}) {
+		return 0, &InputError{Field: "token", Value: token, Reason: "not 32 lower-case hex digits"}
+	}
+	return strconv.ParseUint(token[:16], 16, 64)
+}
+
 // maxFields is more than any reply has, so one extra field is detected.
 const maxFields = 5
 
@@ -103,7 +119,8 @@ func parseGrantFields(cmd, line string, f *[maxFields]string, n int) (Grant, err
 
 // ParseGrant parses "ok <token> <lease>[ <fence>]", the reply to l, sl, w
 // and sw. Both generations are accepted: 1.10 sends no fence (Fence is 0).
-// A non-ok status returns StatusErr; a malformed ok-line a *ProtocolError.
+// A non-ok status returns a *ServerError (a *NotLeaderError for
+// error_not_leader); a malformed ok-line a *ProtocolError.
 func ParseGrant(cmd, line string) (Grant, error) {
 	var f [maxFields]string
 	n := splitFields(line, &f)
@@ -114,7 +131,7 @@ func ParseGrant(cmd, line string) (Grant, error) {
 		if f[0] == "acquired" || f[0] == "queued" {
 			return Grant{}, unexpected(cmd, line)
 		}
-		return Grant{}, StatusErr(cmd, f[0])
+		return Grant{}, lineStatusErr(cmd, line)
 	}
 	return parseGrantFields(cmd, line, &f, n)
 }
@@ -140,7 +157,7 @@ func ParseEnqueue(cmd, line string) (g Grant, acquired bool, err error) {
 	case "ok":
 		return Grant{}, false, unexpected(cmd, line)
 	default:
-		return Grant{}, false, StatusErr(cmd, f[0])
+		return Grant{}, false, lineStatusErr(cmd, line)
 	}
 }
 
@@ -153,7 +170,7 @@ func ParseRenew(cmd, line string) (lease time.Duration, fence uint64, err error)
 		return 0, 0, newProtocolError(cmd, line, "empty reply", nil)
 	}
 	if f[0] != "ok" {
-		return 0, 0, StatusErr(cmd, f[0])
+		return 0, 0, lineStatusErr(cmd, line)
 	}
 	if n != 2 && n != 3 {
 		return 0, 0, newProtocolError(cmd, line, "want 2 or 3 fields", nil)
@@ -170,7 +187,7 @@ func ParseRenew(cmd, line string) (lease time.Duration, fence uint64, err error)
 }
 
 // ParseOK accepts exactly "ok", the reply to release, listen, unlisten,
-// auth and (on newer servers) ping. For ping, older servers answer "error",
+// auth, barrier, stable-ref and (on newer servers) ping. For ping, older servers answer "error",
 // which comes back as StatusErr like any other status; the caller decides
 // whether that matters.
 func ParseOK(cmd, line string) error {
@@ -180,7 +197,7 @@ func ParseOK(cmd, line string) error {
 		return newProtocolError(cmd, line, "empty reply", nil)
 	}
 	if f[0] != "ok" {
-		return StatusErr(cmd, f[0])
+		return lineStatusErr(cmd, line)
 	}
 	if n != 1 {
 		return newProtocolError(cmd, line, "want 1 field", nil)
@@ -198,7 +215,7 @@ func ParseSignalReply(line string) (int, error) {
 		return 0, newProtocolError(cmd, line, "empty reply", nil)
 	}
 	if f[0] != "ok" {
-		return 0, StatusErr(cmd, f[0])
+		return 0, lineStatusErr(cmd, line)
 	}
 	if n != 2 {
 		return 0, newProtocolError(cmd, line, "want 2 fields", nil)
