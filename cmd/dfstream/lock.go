@@ -54,7 +54,7 @@ func runHold(name string, args []string, e *env) error {
 			"SIGINT, SIGTERM, SIGHUP and SIGQUIT, so that a stopped command ends too.\n"+
 			"Ctrl-Z (SIGTSTP) stops the command and dfstream; on SIGCONT the lease is\n"+
 			"checked before the command resumes. If dfstream is killed, the command\n"+
-			"gets SIGKILL. The command's\n"+
+			"gets SIGKILL (Linux; elsewhere it keeps running). The command's\n"+
 			"environment has DFSTREAM_KEY, DFSTREAM_TOKEN and DFSTREAM_FENCE (the fencing\n"+
 			"token; 0 when the server issues none) for fenced writes.",
 		example, e.stdout)
@@ -178,9 +178,10 @@ waiting:
 	startErr := make(chan error, 1)
 	exited := make(chan error, 1)
 	go func() {
-		// Linux's parent-death signal fires when the thread that started the
-		// child ends, not the process; Go may end or reuse threads at will. Keep this
-		// goroutine on its own thread until the child has been reaped.
+		// Linux's parent-death signal fires when the thread that started
+		// the child ends, not the process; Go may end or reuse threads at
+		// will. Keep this goroutine on its own thread until the child has
+		// been reaped.
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
