@@ -142,7 +142,8 @@ func lineStatusErr(cmd, line string) error {
 	if i := strings.IndexAny(status, " \t"); i >= 0 {
 		status, rest = status[:i], strings.Trim(status[i+1:], " \t")
 	}
-	se := &ServerError{Cmd: cmd, Status: clip(status), Detail: clip(rest)}
+	// Trimmed again after the cut, which may end on a blank.
+	se := &ServerError{Cmd: cmd, Status: clip(status), Detail: strings.TrimRight(clip(rest), " \t")}
 	if status != "error_not_leader" {
 		return se
 	}

@@ -250,7 +250,7 @@ func FuzzStatusLine(f *testing.F) {
 	for _, s := range []string{
 		"ok", "error", "error_draining", "error_not_leader", "error_not_leader 10.0.0.1:6388",
 		"error_not_leader\t[::1]:1 ", "error_not_leader a b", "error stable_ref_already_set", "  timeout  ",
-		"error\tx y", "ok 1", "", "\t",
+		"error\tx y", "ok 1", "", "\t", "error " + strings.Repeat("x", 127) + " y",
 	} {
 		f.Add(s)
 	}

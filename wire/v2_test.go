@@ -129,6 +129,9 @@ func TestV2ServerErrorDetailIsCut(t *testing.T) {
 	var se *wire.ServerError
 	require.ErrorAs(t, err, &se)
 	assert.LessOrEqual(t, len(se.Detail), 128)
+	err = wire.ParseOK("r", "error "+strings.Repeat("x", 127)+" y")
+	require.ErrorAs(t, err, &se)
+	assert.Equal(t, strings.Repeat("x", 127), se.Detail, "no blank left at the cut")
 	err = wire.ParseOK("r", strings.Repeat("y", 10000))
 	require.ErrorAs(t, err, &se)
 	assert.LessOrEqual(t, len(se.Status), 128)
