@@ -6,19 +6,27 @@ import (
 )
 
 // jitterBackoff returns the wait before retry number attempt (from 1):
-// exponential from min, capped at max, with "equal jitter" (uniform in
+// exponential from lo, capped at hi, with "equal jitter" (uniform in
 // [d/2, d]) so that many clients that lost the same server do not all come
 // back at the same instant.
-func jitterBackoff(min, max time.Duration, attempt int) time.Duration {
-	d := min
-	for i := 1; i < attempt && d < max; i++ {
+//
+// It holds for every input, not only validated options: the doubling stops
+// before it could overflow (hi may be math.MaxInt64), a lo below 1ns is
+// taken as 1ns and a hi below lo as lo, so the wait is never negative or
+// zero however many attempts have failed.
+func jitterBackoff(lo, hi time.Duration, attempt int) time.Duration {
+	lo = max(lo, 1)
+	hi = max(hi, lo)
+	d := lo
+	for i := 1; i < attempt && d < hi; i++ {
+		if d > hi/2 {
+			d = hi
+			break
+		}
 		d *= 2
 	}
-	if d > max {
-		d = max
-	}
 	half := d / 2
-	if half <= 0 {
+	if half == 0 {
 		return d
 	}
 	return half + rand.N(half+1)

@@ -159,7 +159,7 @@ func TestBadRequestsGetDocumentedRepliesAndOtherClientsKeepBeingServed(t *testin
 		healthy(r[0] + " " + r[2])
 	}
 	// Unknown commands and bad keys: error, connection kept.
-	for _, cmd := range []string{"foo", "lock", "\x00", "é", "ll"} {
+	for _, cmd := range unknownCommands {
 		require.Equal(t, "error", b.do(cmd, k, "0"), "command %q", cmd)
 	}
 	require.Equal(t, "error", b.do("l", "a b", "0"))

@@ -224,7 +224,7 @@ func (e *env) dialSmallRcvBuf(t testing.TB, size int) *rawConn {
 	d := net.Dialer{Timeout: replyWait, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
+			serr = setRcvBuf(fd, size)
 		})
 		if err != nil {
 			return err

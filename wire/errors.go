@@ -34,6 +34,14 @@ var (
 	// ErrTypeMismatch is the "error_type_mismatch" status: the key is held as
 	// another kind of lock (a read-write lock) on the server.
 	ErrTypeMismatch = errors.New("dflockd: key type mismatch")
+	// ErrDraining is the "error_draining" status (2.x): the server is shutting
+	// down gracefully and closes the connection after this reply; the
+	// request was not executed.
+	ErrDraining = errors.New("dflockd: server draining")
+	// ErrNotLeader is the "error_not_leader [<addr>]" status of a 2.x cluster
+	// member that is not the leader; the request was not executed. The
+	// error is a [*NotLeaderError] carrying the leader's address, if known.
+	ErrNotLeader = errors.New("dflockd: not the cluster leader")
 	// ErrServer matches every [*ServerError]: the generic "error" status and
 	// every status this package does not know (later servers add some).
 	ErrServer = errors.New("dflockd: server error")
@@ -59,11 +67,20 @@ type ServerError struct {
 	Cmd string
 	// Status is the first word of the reply line.
 	Status string
+	// Detail is the rest of the line, trimmed and cut to 128 bytes: ""
+	// for most statuses; 2.x servers may follow "error" with a word
+	// ("error stable_ref_already_set"), and "error_not_leader" with the
+	// leader's address. It is informative only: branch on Status.
+	Detail string
 }
 
 // Error implements error.
 func (e *ServerError) Error() string {
-	return "dflockd: " + e.Cmd + ": server replied " + strconv.Quote(e.Status)
+	msg := "dflockd: " + e.Cmd + ": server replied " + strconv.Quote(e.Status)
+	if e.Detail != "" {
+		msg += " (" + strconv.Quote(e.Detail) + ")"
+	}
+	return msg
 }
 
 // Is reports whether target is ErrServer; the status sentinel is matched
@@ -94,18 +111,82 @@ func statusSentinel(status string) error {
 		return ErrLeaseExpired
 	case "error_type_mismatch":
 		return ErrTypeMismatch
+	case "error_draining":
+		return ErrDraining
+	case "error_not_leader":
+		return ErrNotLeader
 	default:
 		return ErrServer
 	}
 }
 
 // StatusErr maps a status word to its *ServerError. It returns nil for "ok"
-// and a non-nil *ServerError for every other word, known or not.
+// and a non-nil *ServerError for every other word, known or not;
+// "error_not_leader" gives a *NotLeaderError with no leader known.
 func StatusErr(cmd, status string) error {
 	if status == "ok" {
 		return nil
 	}
+	if status == "error_not_leader" {
+		return &NotLeaderError{err: &ServerError{Cmd: cmd, Status: status}}
+	}
 	return &ServerError{Cmd: cmd, Status: status}
+}
+
+// lineStatusErr is StatusErr for a whole non-ok reply line: the words after
+// the status become the Detail, and the one after "error_not_leader" the
+// leader's address. A not-leader line with more than one word after the
+// status is a *ProtocolError: an address has no blank in it.
+func lineStatusErr(cmd, line string) error {
+	status, rest := strings.Trim(line, " \t"), ""
+	if i := strings.IndexAny(status, " \t"); i >= 0 {
+		status, rest = status[:i], strings.Trim(status[i+1:], " \t")
+	}
+	// Trimmed again after the cut, which may end on a blank.
+	se := &ServerError{Cmd: cmd, Status: clip(status), Detail: strings.TrimRight(clip(rest), " \t")}
+	if status != "error_not_leader" {
+		return se
+	}
+	if strings.ContainsAny(rest, " \t") {
+		return newProtocolError(cmd, line, "more than one leader address", nil)
+	}
+	return &NotLeaderError{Leader: rest, err: se}
+}
+
+// NotLeaderError is the "error_not_leader [<addr>]" reply of a 2.x cluster
+// member that is not the leader. It matches ErrNotLeader and ErrServer with
+// errors.Is, and unwraps to its *ServerError.
+type NotLeaderError struct {
+	// Leader is the leader's client address as the member knows it,
+	// verbatim ("host:port"), or "" when no leader is known (an election).
+	// It comes from the server: dial it only if it is a configured member.
+	Leader string
+
+	err *ServerError
+}
+
+// Error implements error.
+func (e *NotLeaderError) Error() string {
+	cmd := ""
+	if e.err != nil {
+		cmd = e.err.Cmd + ": "
+	}
+	if e.Leader == "" {
+		return "dflockd: " + cmd + "not the cluster leader (no leader known)"
+	}
+	return "dflockd: " + cmd + "not the cluster leader (leader " + strconv.Quote(e.Leader) + ")"
+}
+
+// Is reports whether target is ErrNotLeader or ErrServer, also for a
+// NotLeaderError built by hand.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader || target == ErrServer }
+
+// Unwrap returns the *ServerError of the reply (nil for one built by hand).
+func (e *NotLeaderError) Unwrap() error {
+	if e.err == nil {
+		return nil
+	}
+	return e.err
 }
 
 // maxErrLine bounds the copy of an offending line kept in a ProtocolError:
@@ -127,11 +208,16 @@ type ProtocolError struct {
 }
 
 func newProtocolError(cmd, line, reason string, cause error) *ProtocolError {
-	if len(line) > maxErrLine {
-		line = line[:maxErrLine]
+	return &ProtocolError{Cmd: cmd, Line: clip(line), Reason: reason, cause: cause}
+}
+
+// clip copies at most maxErrLine bytes of s, so that an error does not keep
+// a large reply alive.
+func clip(s string) string {
+	if len(s) > maxErrLine {
+		s = s[:maxErrLine]
 	}
-	// Clone so the error does not keep a large reply alive.
-	return &ProtocolError{Cmd: cmd, Line: strings.Clone(line), Reason: reason, cause: cause}
+	return strings.Clone(s)
 }
 
 // Error implements error.

@@ -3,6 +3,7 @@ package wire_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -24,6 +25,57 @@ func checkReplyErr(t *testing.T, line string, err error) {
 		t.Fatalf("%q: an ok-line gave a server error: %v", line, err)
 	}
 	_ = err.Error()
+	if isServer {
+		checkStatus(t, line, err)
+	}
+}
+
+// words splits a reply line as the server's replies are split: on spaces
+// and tabs only.
+func words(line string) []string {
+	return strings.FieldsFunc(line, func(c rune) bool { return c == ' ' || c == '\t' })
+}
+
+// checkStatus asserts what a server error says of its line: the status is
+// the line's first word, the detail the rest; a not-leader error exactly
+// when the status is error_not_leader, its hint the one word after it.
+func checkStatus(t *testing.T, line string, err error) {
+	t.Helper()
+	var se *wire.ServerError
+	if !errors.As(err, &se) {
+		t.Fatalf("%q: server error %v is no *ServerError", line, err)
+	}
+	words := words(line)
+	if len(words) == 0 || !strings.HasPrefix(words[0], se.Status) || se.Status == "" || se.Status == "ok" {
+		t.Fatalf("%q: status %q", line, se.Status)
+	}
+	if len(se.Detail) > 128 || strings.Trim(se.Detail, " \t") != se.Detail {
+		t.Fatalf("%q: detail %q", line, se.Detail)
+	}
+	var nle *wire.NotLeaderError
+	isNL := errors.As(err, &nle)
+	if isNL != (se.Status == "error_not_leader") || isNL != errors.Is(err, wire.ErrNotLeader) {
+		t.Fatalf("%q: not-leader error %v for status %q", line, isNL, se.Status)
+	}
+	if isNL && (nle.Leader != se.Detail || strings.ContainsAny(nle.Leader, " \t") || len(words) > 2) {
+		t.Fatalf("%q: leader %q", line, nle.Leader)
+	}
+	if errors.Is(err, wire.ErrDraining) != (se.Status == "error_draining") {
+		t.Fatalf("%q: draining %v for status %q", line, errors.Is(err, wire.ErrDraining), se.Status)
+	}
+}
+
+// checkDigits asserts that the number fields of an accepted reply, the
+// fields of line from index first on, are bare decimal digits: the server
+// writes no sign, so "+5" or "-0" must have been refused.
+func checkDigits(t *testing.T, line string, first int) {
+	t.Helper()
+	fields := words(line)
+	for _, f := range fields[min(first, len(fields)):] {
+		if f == "" || strings.Trim(f, "0123456789") != "" {
+			t.Fatalf("%q: number field %q accepted", line, f)
+		}
+	}
 }
 
 func FuzzParseGrant(f *testing.F) {
@@ -46,6 +98,7 @@ func FuzzParseGrant(f *testing.F) {
 		if g.Token == "" || g.Lease < time.Second || g.Lease%time.Second != 0 {
 			t.Fatalf("%q: bad grant %+v", line, g)
 		}
+		checkDigits(t, line, 2)
 		// Re-encoding and parsing again gives the same grant.
 		re := "ok " + g.Token + " " + strconv.FormatInt(int64(g.Lease/time.Second), 10)
 		if g.Fence != 0 {
@@ -61,7 +114,7 @@ func FuzzParseGrant(f *testing.F) {
 func FuzzParseEnqueue(f *testing.F) {
 	for _, s := range []string{
 		"queued", "acquired t 33", "acquired t 5 12", "queued 1", "ok t 1", "acquired", "acquired t x",
-		"error_already_enqueued", "", "acquired t 1 2 3",
+		"error_already_enqueued", "", "acquired t 1 2 3", "acquired t +1", "acquired t 1 -0",
 	} {
 		f.Add(s)
 	}
@@ -77,11 +130,12 @@ func FuzzParseEnqueue(f *testing.F) {
 		if acquired != (g.Token != "") || (acquired && g.Lease < time.Second) {
 			t.Fatalf("%q: inconsistent %+v acquired=%v", line, g, acquired)
 		}
+		checkDigits(t, line, 2)
 	})
 }
 
 func FuzzParseRenew(f *testing.F) {
-	for _, s := range []string{"ok 33", "ok 20 4", "error", "error_lease_expired", "ok", "ok 1 2 3", "ok x", "ok 0", ""} {
+	for _, s := range []string{"ok 33", "ok 20 4", "error", "error_lease_expired", "ok", "ok 1 2 3", "ok x", "ok 0", "", "ok +3", "ok 3 -0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
@@ -96,6 +150,27 @@ func FuzzParseRenew(f *testing.F) {
 		if lease < time.Second || lease > wire.MaxSeconds*time.Second {
 			t.Fatalf("%q: lease %v", line, lease)
 		}
+		checkDigits(t, line, 1)
+	})
+}
+
+func FuzzParseSignalReply(f *testing.F) {
+	for _, s := range []string{"ok 0", "ok 3", "ok", "ok -1", "ok +3", "ok -0", "ok 1 2", "error", "", "ok 9223372036854775808"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		n, err := wire.ParseSignalReply(line)
+		if err != nil {
+			checkReplyErr(t, line, err)
+			if n != 0 {
+				t.Fatalf("%q: count %d with error", line, n)
+			}
+			return
+		}
+		if want, _ := strconv.ParseUint(words(line)[1], 10, 64); n < 0 || uint64(n) != want {
+			t.Fatalf("%q: count %d", line, n)
+		}
+		checkDigits(t, line, 1)
 	})
 }
 
@@ -123,7 +198,10 @@ func FuzzParsePush(f *testing.F) {
 }
 
 func FuzzParseStats(f *testing.F) {
-	for _, s := range []string{stats110, statsRF, statsRFEmpty, "ok {}", "ok null", "ok [", "error", "", "ok  {\"locks\":null}"} {
+	for _, s := range []string{
+		stats110, statsRF, statsRFEmpty, stats2, stats2Cluster, stats2Election, "ok {}", "ok null", "ok [", "error", "",
+		"ok  {\"locks\":null}", "ok\t{}", `ok {"cluster":{"term":-1}}`, "error_not_leader h:1",
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
@@ -137,6 +215,104 @@ func FuzzParseStats(f *testing.F) {
 		}
 		if s == nil {
 			t.Fatalf("%q: nil stats without error", line)
+		}
+		checkStatsCounts(t, line, s)
+	})
+}
+
+// checkStatsCounts asserts that accepted stats hold no negative count or
+// duration: the server sends none.
+func checkStatsCounts(t *testing.T, line string, s *wire.Stats) {
+	t.Helper()
+	nums := []float64{float64(s.Connections)}
+	for _, l := range s.Locks {
+		nums = append(nums, float64(l.Waiters), l.LeaseExpiresIn)
+	}
+	for _, m := range s.Semaphores {
+		nums = append(nums, float64(m.Limit), float64(m.Holders), float64(m.Waiters))
+	}
+	for _, i := range append(s.IdleLocks, s.IdleSemaphores...) {
+		nums = append(nums, i.IdleS)
+	}
+	for _, c := range s.SignalChannels {
+		nums = append(nums, float64(c.Listeners))
+	}
+	for _, n := range nums {
+		if n < 0 {
+			t.Fatalf("%q: negative figure %v accepted", line, n)
+		}
+	}
+}
+
+// Every status line, as any reply parser sees it: a status error whose
+// fields say what the line says, or a protocol error.
+func FuzzStatusLine(f *testing.F) {
+	for _, s := range []string{
+		"ok", "error", "error_draining", "error_not_leader", "error_not_leader 10.0.0.1:6388",
+		"error_not_leader\t[::1]:1 ", "error_not_leader a b", "error stable_ref_already_set", "  timeout  ",
+		"error\tx y", "ok 1", "", "\t", "error " + strings.Repeat("x", 127) + " y",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		err := wire.ParseOK("barrier", line)
+		if err == nil {
+			if strings.TrimSpace(line) != "ok" {
+				t.Fatalf("%q accepted as ok", line)
+			}
+			return
+		}
+		checkReplyErr(t, line, err)
+	})
+}
+
+// A stable ref is accepted exactly when the server would keep it as given,
+// and then travels alone on the key line.
+func FuzzStableRef(f *testing.F) {
+	for _, s := range []string{"a", "my ref", " a", "a ", "", strings.Repeat("r", 65), "é", "\x7f", "a\nb"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		r, err := wire.StableRef(ref)
+		printable := !strings.ContainsFunc(ref, func(c rune) bool { return c < 0x20 || c > 0x7e })
+		want := ref != "" && len(ref) <= wire.MaxStableRefLen && printable && strings.TrimSpace(ref) == ref
+		if (err == nil) != want {
+			t.Fatalf("%q: error %v, want accepted=%v", ref, err, want)
+		}
+		if err != nil {
+			if !errors.Is(err, wire.ErrInvalidInput) || r != (wire.Request{}) {
+				t.Fatalf("%q: %v, %v", ref, r, err)
+			}
+			return
+		}
+		if got := string(r.AppendTo(nil)); got != "stable-ref\n"+ref+"\n_\n" {
+			t.Fatalf("%q: encoded %q", ref, got)
+		}
+	})
+}
+
+// A fence is read from a token of 32 lower-case hex digits only, and it is
+// the number its first 16 spell.
+func FuzzFenceFromToken(f *testing.F) {
+	for _, s := range []string{
+		"0000000000000001deadbeefdeadbeef", "ffffffffffffffff0000000000000000", "", "0x00000000000001deadbeefdeadbeef",
+		"0000000000000001DEADBEEFDEADBEEF", "+000000000000001deadbeefdeadbeef",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		fence, err := wire.FenceFromToken(token)
+		if err != nil {
+			if !errors.Is(err, wire.ErrInvalidInput) || fence != 0 {
+				t.Fatalf("%q: %d, %v", token, fence, err)
+			}
+			return
+		}
+		if len(token) != 32 || strings.Trim(token, "0123456789abcdef") != "" {
+			t.Fatalf("%q accepted", token)
+		}
+		if got := fmt.Sprintf("%016x", fence); got != token[:16] {
+			t.Fatalf("%q: fence %d spells %s", token, fence, got)
 		}
 	})
 }

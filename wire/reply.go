@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,22 @@ type Grant struct {
 	// Fence is the server's fencing token; 0 when the server sends none
 	// (1.10) — newer servers start at 1.
 	Fence uint64
+}
+
+// FenceFromToken returns the fence a 2.x server writes into its tokens:
+// the first 16 of the token's 32 lower-case hex digits, a big-endian uint64
+// that rises with every grant on that server (or cluster). Compare fences of
+// one key only. Tokens of 1.10 and signals-era servers have the same form
+// but are random: only the caller knows the generation, so only it can tell
+// whether the number means anything. A token not of that form is an
+// *InputError.
+func FenceFromToken(token string) (uint64, error) {
+	if len(token) != 32 || strings.ContainsFunc(token, func(c rune) bool {
+		return (c < '0' || c > '9') && (c < 'a' || c > 'f')
+	}) {
+		return 0, &InputError{Field: "token", Value: token, Reason: "not 32 lower-case hex digits"}
+	}
+	return strconv.ParseUint(token[:16], 16, 64)
 }
 
 // maxFields is more than any reply has, so one extra field is detected.
@@ -52,19 +69,30 @@ func unexpected(cmd, line string) error {
 	return newProtocolError(cmd, line, "unexpected reply", nil)
 }
 
+// parseCount parses a number field of a reply: decimal digits only. The
+// server writes no sign, so "+5" or "-0" is not a number it sent, and
+// strconv alone would take the plus (and the minus of a zero).
+func parseCount(s string) (uint64, bool) {
+	if s == "" || strings.ContainsFunc(s, func(c rune) bool { return c < '0' || c > '9' }) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	return n, err == nil
+}
+
 // parseLease parses a lease in whole seconds. The server applies only
 // positive leases, and anything above MaxSeconds would overflow a Duration.
 func parseLease(cmd, line, s string) (time.Duration, error) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > MaxSeconds {
+	n, ok := parseCount(s)
+	if !ok || n == 0 || n > MaxSeconds {
 		return 0, newProtocolError(cmd, line, "bad lease", nil)
 	}
 	return time.Duration(n) * time.Second, nil
 }
 
 func parseFence(cmd, line, s string) (uint64, error) {
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
+	n, ok := parseCount(s)
+	if !ok {
 		return 0, newProtocolError(cmd, line, "bad fence", nil)
 	}
 	return n, nil
@@ -91,7 +119,8 @@ func parseGrantFields(cmd, line string, f *[maxFields]string, n int) (Grant, err
 
 // ParseGrant parses "ok <token> <lease>[ <fence>]", the reply to l, sl, w
 // and sw. Both generations are accepted: 1.10 sends no fence (Fence is 0).
-// A non-ok status returns StatusErr; a malformed ok-line a *ProtocolError.
+// A non-ok status returns a *ServerError (a *NotLeaderError for
+// error_not_leader); a malformed ok-line a *ProtocolError.
 func ParseGrant(cmd, line string) (Grant, error) {
 	var f [maxFields]string
 	n := splitFields(line, &f)
@@ -102,7 +131,7 @@ func ParseGrant(cmd, line string) (Grant, error) {
 		if f[0] == "acquired" || f[0] == "queued" {
 			return Grant{}, unexpected(cmd, line)
 		}
-		return Grant{}, StatusErr(cmd, f[0])
+		return Grant{}, lineStatusErr(cmd, line)
 	}
 	return parseGrantFields(cmd, line, &f, n)
 }
@@ -128,7 +157,7 @@ func ParseEnqueue(cmd, line string) (g Grant, acquired bool, err error) {
 	case "ok":
 		return Grant{}, false, unexpected(cmd, line)
 	default:
-		return Grant{}, false, StatusErr(cmd, f[0])
+		return Grant{}, false, lineStatusErr(cmd, line)
 	}
 }
 
@@ -141,7 +170,7 @@ func ParseRenew(cmd, line string) (lease time.Duration, fence uint64, err error)
 		return 0, 0, newProtocolError(cmd, line, "empty reply", nil)
 	}
 	if f[0] != "ok" {
-		return 0, 0, StatusErr(cmd, f[0])
+		return 0, 0, lineStatusErr(cmd, line)
 	}
 	if n != 2 && n != 3 {
 		return 0, 0, newProtocolError(cmd, line, "want 2 or 3 fields", nil)
@@ -158,7 +187,7 @@ func ParseRenew(cmd, line string) (lease time.Duration, fence uint64, err error)
 }
 
 // ParseOK accepts exactly "ok", the reply to release, listen, unlisten,
-// auth and (on newer servers) ping. For ping, older servers answer "error",
+// auth, barrier, stable-ref and (on newer servers) ping. For ping, older servers answer "error",
 // which comes back as StatusErr like any other status; the caller decides
 // whether that matters.
 func ParseOK(cmd, line string) error {
@@ -168,7 +197,7 @@ func ParseOK(cmd, line string) error {
 		return newProtocolError(cmd, line, "empty reply", nil)
 	}
 	if f[0] != "ok" {
-		return StatusErr(cmd, f[0])
+		return lineStatusErr(cmd, line)
 	}
 	if n != 1 {
 		return newProtocolError(cmd, line, "want 1 field", nil)
@@ -186,16 +215,16 @@ func ParseSignalReply(line string) (int, error) {
 		return 0, newProtocolError(cmd, line, "empty reply", nil)
 	}
 	if f[0] != "ok" {
-		return 0, StatusErr(cmd, f[0])
+		return 0, lineStatusErr(cmd, line)
 	}
 	if n != 2 {
 		return 0, newProtocolError(cmd, line, "want 2 fields", nil)
 	}
-	r, err := strconv.Atoi(f[1])
-	if err != nil || r < 0 {
+	r, ok := parseCount(f[1])
+	if !ok || r > math.MaxInt {
 		return 0, newProtocolError(cmd, line, "bad receiver count", nil)
 	}
-	return r, nil
+	return int(r), nil
 }
 
 // Push is one "sig <channel> <payload>" line pushed by the server to a

@@ -50,6 +50,11 @@ func TestParseGrant(t *testing.T) {
 		{"lease overflows duration", "ok t 9223372037", wire.Grant{}, wire.ErrProtocol},
 		{"fence negative", "ok t 1 -1", wire.Grant{}, wire.ErrProtocol},
 		{"fence not a number", "ok t 1 f", wire.Grant{}, wire.ErrProtocol},
+		{"lease with plus", "ok t +5", wire.Grant{}, wire.ErrProtocol},
+		{"lease minus zero", "ok t -0", wire.Grant{}, wire.ErrProtocol},
+		{"fence with plus", "ok t 1 +1", wire.Grant{}, wire.ErrProtocol},
+		{"fence minus zero", "ok t 1 -0", wire.Grant{}, wire.ErrProtocol},
+		{"lease with underscore", "ok t 1_0", wire.Grant{}, wire.ErrProtocol},
 		{"fence overflow", "ok t 1 18446744073709551616", wire.Grant{}, wire.ErrProtocol},
 		{"acquired is not a grant reply", "acquired t 1", wire.Grant{}, wire.ErrProtocol},
 	}
@@ -99,6 +104,8 @@ func TestParseEnqueue(t *testing.T) {
 		{"queued with field", "queued 1", wire.Grant{}, false, wire.ErrProtocol},
 		{"acquired short", "acquired t", wire.Grant{}, false, wire.ErrProtocol},
 		{"acquired bad lease", "acquired t -1", wire.Grant{}, false, wire.ErrProtocol},
+		{"acquired lease with plus", "acquired t +5", wire.Grant{}, false, wire.ErrProtocol},
+		{"acquired fence with plus", "acquired t 5 +12", wire.Grant{}, false, wire.ErrProtocol},
 		{"ok is not an enqueue reply", "ok t 1", wire.Grant{}, false, wire.ErrProtocol},
 		{"empty", "", wire.Grant{}, false, wire.ErrProtocol},
 	}
@@ -139,6 +146,9 @@ func TestParseRenew(t *testing.T) {
 		{"bad lease", "ok x", 0, 0, wire.ErrProtocol},
 		{"zero lease", "ok 0 1", 0, 0, wire.ErrProtocol},
 		{"bad fence", "ok 1 -2", 0, 0, wire.ErrProtocol},
+		{"lease with plus", "ok +3", 0, 0, wire.ErrProtocol},
+		{"fence with plus", "ok 3 +4", 0, 0, wire.ErrProtocol},
+		{"fence minus zero", "ok 3 -0", 0, 0, wire.ErrProtocol},
 		{"empty", "", 0, 0, wire.ErrProtocol},
 	}
 	for _, tc := range tests {
@@ -176,7 +186,7 @@ func TestParseSignalReply(t *testing.T) {
 	n, err = wire.ParseSignalReply("ok 3")
 	require.NoError(t, err)
 	assert.Equal(t, 3, n)
-	for _, bad := range []string{"ok", "ok -1", "ok x", "ok 1 2", ""} {
+	for _, bad := range []string{"ok", "ok -1", "ok x", "ok 1 2", "", "ok +3", "ok -0", "ok +0", "ok 9223372036854775808"} {
 		_, err := wire.ParseSignalReply(bad)
 		assert.ErrorIs(t, err, wire.ErrProtocol, bad)
 	}

@@ -380,6 +380,47 @@ func StatsRequest() Request { return Request{Cmd: "stats", Key: "_"} }
 // answer keeps the connection alive.
 func Ping() Request { return Request{Cmd: "ping", Key: "_"} }
 
+// Barrier builds "barrier _ _" (2.x): a cluster leader answers ok once
+// every write committed before it is applied, so reads after it see them;
+// a single node answers ok at once, a follower error_not_leader. Servers
+// before 2.x answer error. It has no inputs to validate.
+func Barrier() Request { return Request{Cmd: "barrier", Key: "_", Arg: "_"} }
+
+// MaxStableRefLen is the longest stable ref a 2.x server accepts, in bytes.
+const MaxStableRefLen = 64
+
+// ValidateStableRef checks a stable client ref the way 2.x servers do:
+// non-empty, at most MaxStableRefLen bytes, printable ASCII only (0x20 to
+// 0x7e, so inner spaces are fine). The server trims blanks off the ends, so
+// a ref that has some is refused: the ref the server keeps would not be the
+// one given.
+func ValidateStableRef(ref string) error {
+	switch {
+	case ref == "":
+		return &InputError{Field: "stable ref", Value: ref, Reason: "empty"}
+	case len(ref) > MaxStableRefLen:
+		return &InputError{Field: "stable ref", Value: ref, Reason: "longer than 64 bytes"}
+	case strings.ContainsFunc(ref, func(c rune) bool { return c < 0x20 || c > 0x7e }):
+		return &InputError{Field: "stable ref", Value: ref, Reason: "not printable ASCII"}
+	case strings.TrimSpace(ref) != ref:
+		return &InputError{Field: "stable ref", Value: ref, Reason: "leading or trailing blank"}
+	}
+	return nil
+}
+
+// StableRef builds "stable-ref <ref> _" (2.x): the ref names the client's
+// logical session, so that after a failover or reconnect a request with the
+// same ref re-attaches to the slots it held or waited for. Send it once per
+// connection, after auth and before any acquire, enqueue or wait; a second
+// one on the same connection is answered error. The ref goes on the key
+// line.
+func StableRef(ref string) (Request, error) {
+	if err := ValidateStableRef(ref); err != nil {
+		return Request{}, err
+	}
+	return request("stable-ref", ref, "_")
+}
+
 // Listen builds "listen <pattern> [<group>]". group "" subscribes without a
 // queue group.
 func Listen(pattern, group string) (Request, error) {

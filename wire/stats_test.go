@@ -86,6 +86,18 @@ func TestParseStats(t *testing.T) {
 			{`ok {"connections":"x"}`, wire.ErrProtocol},
 			{`ok {} trailing`, wire.ErrProtocol},
 			{`okay {}`, wire.ErrServer},
+			{`ok {"connections":-1}`, wire.ErrProtocol},
+			{`ok {"locks":[{"key":"k","waiters":-2}]}`, wire.ErrProtocol},
+			{`ok {"locks":[{"key":"k","lease_expires_in_s":-0.5}]}`, wire.ErrProtocol},
+			{`ok {"locks":[{"key":"k","owner_conn_id":-1}]}`, wire.ErrProtocol},
+			{`ok {"locks":[{"key":"k","fence":-1}]}`, wire.ErrProtocol},
+			{`ok {"semaphores":[{"key":"s","limit":-3}]}`, wire.ErrProtocol},
+			{`ok {"semaphores":[{"key":"s","holders":-1}]}`, wire.ErrProtocol},
+			{`ok {"semaphores":[{"key":"s","waiters":-1}]}`, wire.ErrProtocol},
+			{`ok {"idle_locks":[{"key":"s","idle_s":-1}]}`, wire.ErrProtocol},
+			{`ok {"idle_semaphores":[{"key":"s","idle_s":-1}]}`, wire.ErrProtocol},
+			{`ok {"signal_channels":[{"pattern":"a","listeners":-1}]}`, wire.ErrProtocol},
+			{`ok {"connections":+1}`, wire.ErrProtocol},
 		} {
 			s, err := wire.ParseStats(tc.line)
 			assert.ErrorIs(t, err, tc.target, "%q", tc.line)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -19,11 +17,6 @@ import (
 
 	"github.com/dfstream/dfstream"
 )
-
-// forwarded are the signals dfstream passes on to the command.
-// SIGQUIT among them: not caught, it would make dfstream dump its goroutines
-// and exit, leaving the command running without the lock.
-var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
 // holder is what lock and sem need of a LockStream or SemStream.
 type holder interface {
@@ -61,7 +54,7 @@ func runHold(name string, args []string, e *env) error {
 			"SIGINT, SIGTERM, SIGHUP and SIGQUIT, so that a stopped command ends too.\n"+
 			"Ctrl-Z (SIGTSTP) stops the command and dfstream; on SIGCONT the lease is\n"+
 			"checked before the command resumes. If dfstream is killed, the command\n"+
-			"gets SIGKILL. The command's\n"+
+			"gets SIGKILL (Linux; elsewhere it keeps running). The command's\n"+
 			"environment has DFSTREAM_KEY, DFSTREAM_TOKEN and DFSTREAM_FENCE (the fencing\n"+
 			"token; 0 when the server issues none) for fenced writes.",
 		example, e.stdout)
@@ -109,7 +102,7 @@ func runHold(name string, args []string, e *env) error {
 	log := common.logger()
 
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, append(forwarded, syscall.SIGTSTP, syscall.SIGCONT)...)
+	signal.Notify(sigs, append(forwarded, jobControl...)...)
 	defer signal.Stop(sigs)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -154,10 +147,10 @@ waiting:
 			break waiting
 		case sig := <-sigs:
 			switch sig {
-			case syscall.SIGTSTP: // Ctrl-Z while waiting: stop like any job
+			case sigTSTP: // Ctrl-Z while waiting: stop like any job
 				stopSelf()
 				continue
-			case syscall.SIGCONT:
+			case sigCONT:
 				continue
 			}
 			cancel()
@@ -177,17 +170,18 @@ waiting:
 		"DFSTREAM_FENCE="+strconv.FormatUint(grant.Fence, 10))
 	// In its own process group (so that a lost lease stops the whole job,
 	// shell pipelines included), unless it may want the terminal: then it
-	// shares dfstream's group, the terminal's foreground group. Pdeathsig:
+	// shares dfstream's group, the terminal's foreground group. On Linux,
 	// if dfstream is killed (SIGKILL, a crash), nothing renews the lease any
-	// more, so the command must not outlive it.
+	// more, so the command must not outlive it (see sysProcAttr).
 	j := &job{shared: isTerminal(os.Stdin)}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: !j.shared, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = sysProcAttr(j.shared)
 	startErr := make(chan error, 1)
 	exited := make(chan error, 1)
 	go func() {
-		// Pdeathsig fires when the thread that started the child ends, not
-		// the process; Go may end or reuse threads at will. Keep this
-		// goroutine on its own thread until the child has been reaped.
+		// Linux's parent-death signal fires when the thread that started
+		// the child ends, not the process; Go may end or reuse threads at
+		// will. Keep this goroutine on its own thread until the child has
+		// been reaped.
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
@@ -215,7 +209,7 @@ waiting:
 		lost = reason
 		fmt.Fprintf(e.stderr, "dfstream: %s: lease on %q lost (%s); stopping the command\n", name, key, libMsg(reason))
 		j.signal(syscall.SIGTERM)
-		j.signal(syscall.SIGCONT) // a stopped job would keep SIGTERM pending, and the key
+		j.signal(sigCONT) // a stopped job would keep SIGTERM pending, and the key
 		kill = time.After(*grace)
 	}
 	handle := func(ev dfstream.Event) {
@@ -258,15 +252,15 @@ waiting:
 		case sig := <-sigs:
 			s, _ := sig.(syscall.Signal)
 			switch {
-			case s == syscall.SIGTSTP:
+			case s == sigTSTP:
 				// Ctrl-Z, or kill -TSTP. In its own group the command does
 				// not get it from the terminal, and dfstream stopped alone
 				// would leave it running with nothing renewing the lease.
 				// SIGSTOP, not SIGTSTP: the command cannot ignore it.
 				log.Debug().Msg("stopping the command and dfstream")
-				j.signal(syscall.SIGSTOP)
+				j.signal(sigSTOP)
 				stopSelf()
-			case s == syscall.SIGCONT:
+			case s == sigCONT:
 				// Resumed (fg, bg, kill -CONT). The lease was not renewed
 				// while stopped: check it before the command goes on.
 				if lost == nil {
@@ -283,7 +277,7 @@ waiting:
 					}
 				}
 				log.Debug().Msg("resuming the command")
-				j.signal(syscall.SIGCONT)
+				j.signal(sigCONT)
 			case j.shared && (s == syscall.SIGINT || s == syscall.SIGQUIT):
 				// Sharing dfstream's group, the terminal's foreground
 				// group, the command got Ctrl-C / Ctrl-\ from the terminal
@@ -299,13 +293,6 @@ waiting:
 			j.signal(syscall.SIGKILL)
 		}
 	}
-}
-
-// stopSelf stops dfstream the way the default action of SIGTSTP would
-// (dfstream catches SIGTSTP, so that action does not happen). SIGSTOP
-// cannot be caught; a later SIGCONT resumes it and is delivered on sigs.
-func stopSelf() {
-	_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 }
 
 // drain handles the events already queued, without waiting.
@@ -367,16 +354,16 @@ type job struct {
 // say) would otherwise keep it pending, and hold the key, forever.
 func (j *job) forward(sig syscall.Signal) {
 	if j.shared {
-		_ = syscall.Kill(j.pid, sig)
+		kill(j.pid, sig)
 	} else {
-		_ = syscall.Kill(-j.pid, sig)
+		kill(-j.pid, sig)
 	}
 	switch sig {
 	case syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT:
 		if j.shared {
-			_ = syscall.Kill(j.pid, syscall.SIGCONT)
+			kill(j.pid, sigCONT)
 		} else {
-			_ = syscall.Kill(-j.pid, syscall.SIGCONT)
+			kill(-j.pid, sigCONT)
 		}
 	}
 }
@@ -386,85 +373,18 @@ func (j *job) forward(sig syscall.Signal) {
 // (those that left for a group of their own included).
 func (j *job) signal(sig syscall.Signal) {
 	if !j.shared {
-		_ = syscall.Kill(-j.pid, sig)
+		kill(-j.pid, sig)
 		return
 	}
 	j.scan()
 	if !j.reaped {
-		_ = syscall.Kill(j.pid, sig)
+		kill(j.pid, sig)
 	}
 	for pid, started := range j.seen {
 		if _, st, ok := procStat(pid); ok && st == started {
-			_ = syscall.Kill(pid, sig)
+			kill(pid, sig)
 		}
 	}
-}
-
-// scan adds the current descendants of the command and of the processes
-// seen before to seen (Linux: /proc).
-func (j *job) scan() {
-	if j.seen == nil {
-		j.seen = map[int]uint64{}
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
-	type proc struct {
-		ppid    int
-		started uint64
-	}
-	procs := map[int]proc{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppid, started, ok := procStat(pid); ok {
-			procs[pid] = proc{ppid, started}
-		}
-	}
-	// Roots: the command, and the still-living processes seen before
-	// (reparented away from the job when their parent exited).
-	in := map[int]bool{}
-	if !j.reaped {
-		in[j.pid] = true
-	}
-	for pid, started := range j.seen {
-		if p, ok := procs[pid]; ok && p.started == started {
-			in[pid] = true
-		}
-	}
-	for grew := true; grew; {
-		grew = false
-		for pid, p := range procs {
-			if !in[pid] && in[p.ppid] {
-				in[pid], grew = true, true
-				j.seen[pid] = p.started
-			}
-		}
-	}
-}
-
-// procStat reads the parent pid and start time of pid from /proc.
-func procStat(pid int) (ppid int, started uint64, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// "pid (comm) state ppid ... starttime(22nd) ...": comm may hold
-	// spaces and parentheses, so split after its last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, 0, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	started, err2 := strconv.ParseUint(f[19], 10, 64)
-	return ppid, started, err1 == nil && err2 == nil
 }
 
 // releaseWithin releases, bounded so that a silent server cannot hang us.

@@ -8,14 +8,28 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
+
+// countSignals is the command of the terminal tests (the test binary run
+// with DFSTREAM_TEST_HELPER=count-signals): it prints "ready", then one line
+// per SIGINT or SIGQUIT it gets; SIGTERM ends it.
+func countSignals() {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT)
+	fmt.Println("ready")
+	for sig := range sigs {
+		fmt.Println("got", sig)
+	}
+}
 
 // bin is the dfstream binary built once by TestMain.
 var bin string

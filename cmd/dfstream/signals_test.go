@@ -1,3 +1,8 @@
+//go:build linux
+
+// The process-control tests need Linux: pseudo-terminals opened the Linux
+// way and process states read from /proc.
+
 package main
 
 import (
@@ -7,7 +12,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,18 +26,6 @@ import (
 	"github.com/dfstream/dfstream"
 	"github.com/dfstream/dfstream/dflockdtest"
 )
-
-// countSignals is the command of the terminal tests (the test binary run
-// with DFSTREAM_TEST_HELPER=count-signals): it prints "ready", then one line
-// per SIGINT or SIGQUIT it gets; SIGTERM ends it.
-func countSignals() {
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGQUIT)
-	fmt.Println("ready")
-	for sig := range sigs {
-		fmt.Println("got", sig)
-	}
-}
 
 // openPTY opens a pseudo-terminal and returns its master and slave ends.
 func openPTY(t *testing.T) (master, slave *os.File) {

@@ -18,7 +18,9 @@ func runStats(args []string, e *env) error {
 		"Show each server's state: connections, held locks with the lease left and\n"+
 			"their waiters, semaphores with holders/limit, idle keys awaiting GC, and\n"+
 			"signal subscriptions; or, with --json, the server's stats as JSON (an object\n"+
-			"keyed by server address when there are several servers).",
+			"keyed by server address when there are several servers). A server that\n"+
+			"does not answer is named on stderr after the others are shown, and the\n"+
+			"exit code is 69.",
 		"  dfstream stats --servers 10.0.0.5:6388\n  dfstream stats --json | jq '.locks'",
 		e.stdout)
 	common := c.addCommonFlags(e.stderr)
@@ -36,33 +38,75 @@ func runStats(args []string, e *env) error {
 	}
 	defer closeWithin(3*time.Second, client.Close)
 
+	// One server down does not hide the others: those that answer are
+	// shown, and the rest are named in the error (exit 69).
 	servers := client.Servers()
 	all := make(map[string]*dfstream.Stats, len(servers))
+	var answered []string
+	var failed []error
 	for _, addr := range servers {
 		ctx, cancel := context.WithTimeout(context.Background(), common.connectTimeout+10*time.Second)
 		st, err := client.Stats(ctx, addr)
 		cancel()
 		if err != nil {
-			return classify(fmt.Errorf("stats: %s: %w", addr, lib(err)))
+			failed = append(failed, fmt.Errorf("%s: %w", addr, lib(err)))
+			continue
 		}
 		all[addr] = st
+		answered = append(answered, addr)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
+	if err := writeStats(e.stdout, *asJSON, len(servers) > 1, answered, all); err != nil {
+		return err
+	}
+	switch {
+	case len(failed) == 0:
+		return nil
+	case len(servers) == 1:
+		return classify(fmt.Errorf("stats: %w", failed[0]))
+	default:
+		return classify(&statsFailure{failed: failed, of: len(servers)})
+	}
+}
+
+// writeStats prints the servers that answered: tables, or JSON (an object
+// keyed by address when several servers are configured).
+func writeStats(out io.Writer, asJSON, several bool, answered []string, all map[string]*dfstream.Stats) error {
+	if asJSON {
+		if len(answered) == 0 {
+			return nil
+		}
+		enc := json.NewEncoder(out)
 		enc.SetEscapeHTML(false)
-		if len(servers) == 1 {
-			return enc.Encode(all[servers[0]])
+		if !several {
+			return enc.Encode(all[answered[0]])
 		}
 		return enc.Encode(all)
 	}
-	for i, addr := range servers {
+	for i, addr := range answered {
 		if i > 0 {
-			fmt.Fprintln(e.stdout)
+			fmt.Fprintln(out)
 		}
-		printStats(e.stdout, addr, all[addr])
+		printStats(out, addr, all[addr])
 	}
 	return nil
 }
+
+// statsFailure names, on one line, the servers of several that gave no
+// stats, each with its reason; it matches each reason with errors.Is.
+type statsFailure struct {
+	failed []error
+	of     int
+}
+
+func (e *statsFailure) Error() string {
+	msgs := make([]string, len(e.failed))
+	for i, err := range e.failed {
+		msgs[i] = err.Error()
+	}
+	return fmt.Sprintf("stats: no answer from %d of %d servers: %s", len(e.failed), e.of, strings.Join(msgs, "; "))
+}
+
+func (e *statsFailure) Unwrap() []error { return e.failed }
 
 // printStats writes one server's state as aligned tables.
 func printStats(out io.Writer, addr string, st *dfstream.Stats) {

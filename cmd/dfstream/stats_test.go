@@ -70,3 +70,30 @@ func TestStatsShowsHolderAndWaiters(t *testing.T) {
 	require.Len(t, st.Semaphores, 1)
 	require.Equal(t, 1, st.Semaphores[0].Holders)
 }
+
+// Issue 9 item 13: a server that is down is named, and the others are still
+// shown, in both output forms; the exit code says something failed.
+func TestStatsShowsReachableServersAndNamesTheUnreachableOne(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	const dead = "127.0.0.1:1"
+	servers := dead + "," + srv.Addr() // the dead one first: it must not stop the rest
+
+	stdout, stderr, code := dfs(t, nil, "stats", "--servers", servers, "--connect-timeout", "2s")
+	require.Equal(t, exitUnavailable, code, stderr)
+	require.Regexp(t, regexp.MustCompile(`(?m)^SERVER\s+`+regexp.QuoteMeta(srv.Addr())+`$`), stdout)
+	require.NotContains(t, stdout, dead)
+	requireOneLineError(t, stderr)
+	require.Contains(t, stderr, dead)
+	require.Contains(t, stderr, "1 of 2 servers")
+	require.NotContains(t, stderr, srv.Addr())
+
+	stdout, stderr, code = dfs(t, nil, "stats", "--json", "--servers", servers, "--connect-timeout", "2s")
+	require.Equal(t, exitUnavailable, code, stderr)
+	var all map[string]dfstream.Stats
+	require.NoError(t, json.Unmarshal([]byte(stdout), &all), stdout)
+	require.Contains(t, all, srv.Addr())
+	require.NotContains(t, all, dead)
+	requireOneLineError(t, stderr)
+	require.Contains(t, stderr, dead)
+}
