@@ -603,12 +603,14 @@ func (s *holdStream) backoff() error {
 func (s *holdStream) end(final Event, err error) {
 	s.c.renewals.remove(s)
 	s.dropConn()
-	s.out.emit(final)
-	s.out.close()
+	// Err and State are settled before the channel closes: a consumer that
+	// sees it closed reads why at once.
 	s.mu.Lock()
 	s.state, s.err = StateEnded, err
 	s.notify()
 	s.mu.Unlock()
+	s.out.emit(final)
+	s.out.close()
 	if s.unhook != nil {
 		s.unhook()
 	}

@@ -778,3 +778,23 @@ func TestClientCloseClosesItsStreamsConcurrently(t *testing.T) {
 	require.NoError(t, c.Close())
 	assert.Less(t, time.Since(start), 3*time.Second, "one release timeout, not one per stream")
 }
+
+func TestLockErrIsSetOnceTheEventChannelIsClosed(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	key := testKey(t, "k")
+	holder, err := c.AcquireLock(context.Background(), key)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, holder.Close()) }()
+
+	// The window between the channel closing and Err being set, if there
+	// is one, is short: many streams give it many chances to show.
+	for range 200 {
+		s, err := c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(0))
+		require.NoError(t, err)
+		for range s.Events() {
+		}
+		require.ErrorIs(t, s.Err(), dfstream.ErrTimeout)
+	}
+}
