@@ -93,10 +93,13 @@ func (s *holdStream) exchangeErr(err error) error {
 	return connLost(err)
 }
 
-// connect takes a pooled connection or dials one; a dial is cancelled when
-// the stream stops.
-func (s *holdStream) connect() (*lockConn, error) {
-	lc := s.c.pools[s.srv].get()
+// connect takes a pooled connection or dials one (always, when fresh); a
+// dial is cancelled when the stream stops.
+func (s *holdStream) connect(fresh bool) (*lockConn, error) {
+	var lc *lockConn
+	if !fresh {
+		lc = s.c.pools[s.srv].get()
+	}
 	if lc == nil {
 		// Bounded here, so that the dialer need not bound it again.
 		ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
@@ -116,10 +119,8 @@ func (s *holdStream) connect() (*lockConn, error) {
 		case err == nil:
 		case s.stopped():
 			return nil, s.stopCause()
-		case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput):
-			return nil, err
 		default:
-			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+			return nil, err // ErrUnreachable, ErrAuth, ...: see dialLock
 		}
 	}
 	lc.owner.Store(s)
@@ -135,12 +136,21 @@ func (s *holdStream) connect() (*lockConn, error) {
 func (s *holdStream) enqueue() (granted bool, err error) {
 	s.setState(StateConnecting)
 	s.roundStart = time.Now()
-	lc, err := s.connect()
-	if err != nil {
-		return false, err
+	var sent time.Time
+	var line string
+	// A pooled connection the server closed while idle gets no reply: the
+	// enqueue did not reach it, and goes once more on a fresh connection.
+	for fresh := false; ; fresh = true {
+		var lc *lockConn
+		if lc, err = s.connect(fresh); err != nil {
+			return false, err
+		}
+		sent = time.Now()
+		if line, err = lc.exchange(context.Background(), s.enqueueReq, sent.Add(s.c.cfg.connectTimeout)); !lc.stale(err) {
+			break
+		}
+		s.dropConn()
 	}
-	sent := time.Now()
-	line, err := lc.exchange(context.Background(), s.enqueueReq, sent.Add(s.c.cfg.connectTimeout))
 	if err != nil {
 		return false, s.exchangeErr(err)
 	}
