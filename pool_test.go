@@ -58,6 +58,13 @@ var pooledCalls = []struct {
 		}
 		return s.Release(ctx)
 	}},
+	{"semaphore", func(ctx context.Context, c *dfstream.Client, key string) error {
+		s, err := c.AcquireSemaphore(ctx, key, 2)
+		if err != nil {
+			return err
+		}
+		return s.Release(ctx)
+	}},
 	{"emit", func(ctx context.Context, c *dfstream.Client, key string) error {
 		_, err := c.Emit(ctx, key, "0")
 		return err
@@ -101,6 +108,7 @@ func TestPoolCallsSucceedRightAfterTheServerClosedThePooledConnections(t *testin
 					}
 					wg.Wait()
 				}
+				t.Logf("%d of %d calls failed", failed.Load(), rounds*calls)
 				assert.Zero(t, failed.Load(), "failed calls of %d; first: %v", rounds*calls, firstErr.Load())
 			})
 		}
@@ -160,14 +168,17 @@ func rawServer(t *testing.T, serve func(c *rawConn, req [3]string) bool) string 
 }
 
 // answer is a well-behaved reply: a signal whose payload is a number is
-// answered with that number of receivers; stats, enqueue and release as a
-// server would.
+// answered with that number of receivers; stats, enqueues and releases as
+// a server would.
 func answer(c *rawConn, req [3]string) bool {
+	const grant = "acquired 0123456789abcdef0123456789abcdef 30 1"
 	reply := map[string]string{
 		"signal": "ok " + req[2],
 		"stats":  "ok {}",
-		"e":      "acquired 0123456789abcdef0123456789abcdef 30 1",
+		"e":      grant,
+		"se":     grant,
 		"r":      "ok",
+		"sr":     "ok",
 	}[req[0]]
 	_, err := io.WriteString(c, reply+"\n")
 	return err == nil

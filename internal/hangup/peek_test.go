@@ -73,3 +73,27 @@ func TestPeekWithoutASocketCannotLook(t *testing.T) {
 	defer b.Close()
 	assert.ErrorIs(t, hangup.NewPeeker(a).Peek(), hangup.ErrNoPeek)
 }
+
+// The pool peeks at a connection on its way in and out: this is the cost.
+func BenchmarkPeek(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(b, err)
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			_, _ = io.Copy(io.Discard, c)
+		}
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(b, err)
+	defer client.Close()
+	p := hangup.NewPeeker(client)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Peek(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

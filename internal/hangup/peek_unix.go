@@ -15,7 +15,7 @@ const canPeek = true
 func peekFd(fd int) error {
 	var b [1]byte
 	for {
-		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		n, err := recvPeek(fd, b[:])
 		switch {
 		case err == unix.EINTR:
 			continue
