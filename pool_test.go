@@ -118,8 +118,7 @@ func TestPoolCallsSucceedRightAfterTheServerClosedThePooledConnections(t *testin
 // rawConn is one connection of a rawServer, as its script sees it.
 type rawConn struct {
 	net.Conn
-	requests int           // answered before this one
-	idle     time.Duration // since the last reply (or the accept)
+	requests int // served before this one
 }
 
 // rawServer is a stand-in server for what dflockdtest never does: it
@@ -146,7 +145,7 @@ func rawServer(t *testing.T, serve func(c *rawConn, req [3]string) bool) string 
 				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 				rc := &rawConn{Conn: nc}
 				rd := bufio.NewReader(nc)
-				for last := time.Now(); ; rc.requests++ {
+				for ; ; rc.requests++ {
 					var req [3]string
 					for i := range req {
 						l, err := rd.ReadString('\n')
@@ -155,11 +154,9 @@ func rawServer(t *testing.T, serve func(c *rawConn, req [3]string) bool) string 
 						}
 						req[i] = strings.TrimSuffix(l, "\n")
 					}
-					rc.idle = time.Since(last)
 					if !serve(rc, req) {
 						return
 					}
-					last = time.Now()
 				}
 			})
 		}
@@ -240,16 +237,19 @@ func TestPoolRequestOnAConnectionClosedAsItArrivesGoesAgainOnAFreshOne(t *testin
 		t.Run(pc.name, func(t *testing.T) {
 			t.Parallel()
 			var conns atomic.Int32
+			var closeNext atomic.Bool // the next request on a used connection finds it closed
 			addr := rawServer(t, func(c *rawConn, req [3]string) bool {
 				if c.requests == 0 {
 					conns.Add(1)
+				} else if closeNext.CompareAndSwap(true, false) {
+					return false
 				}
-				return c.idle < 50*time.Millisecond && answer(c, req)
+				return answer(c, req)
 			})
 			c := newClient(t, []string{addr})
 			ctx := context.Background()
 			require.NoError(t, pc.call(ctx, c, "k"))
-			time.Sleep(100 * time.Millisecond) // the pooled connection idles
+			closeNext.Store(true)
 			require.NoError(t, pc.call(ctx, c, "k"))
 			assert.EqualValues(t, 2, conns.Load(), "the second call went on a fresh connection")
 		})
