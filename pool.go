@@ -125,8 +125,11 @@ func (lc *lockConn) close() {
 // connections that ended a clean exchange with nothing left to read are
 // put back; a connection is dropped when the server hung up on it, when
 // anything arrived on it unasked, or when it has been idle long enough
-// for the server's read timeout to be near. All of it is checked on the
-// way in and on the way out: a non-blocking peek at the socket each way.
+// for the server's read timeout to be near. On the way in the check is
+// what costs nothing (a line read with the reply, say); on the way out,
+// where it matters, the socket is peeked at as well (see
+// wire.SyncConn.CheckIdle): one system call per use (see BenchmarkPeek in
+// internal/hangup).
 type pool struct {
 	mu         sync.Mutex
 	closed     bool
@@ -172,8 +175,9 @@ func (p *pool) put(lc *lockConn, w *hangup.Watcher) {
 	p.mu.Lock()
 	room := p.room()
 	p.mu.Unlock()
-	// Peeking and watching cost system calls: only for a connection kept.
-	if !room || lc.checkIdle() != nil || lc.watchWith(w) != nil {
+	// Watching costs a system call: only for a connection kept. What
+	// arrives from here on, get sees.
+	if !room || lc.Buffered() > 0 || lc.watchWith(w) != nil {
 		lc.close()
 		return
 	}

@@ -160,7 +160,7 @@ func (c *SyncConn) exchange(ctx context.Context, req Request, deadline time.Time
 // noReply marks err, which failed the exchange, with ErrNoReply when the
 // peer ended the connection and not one byte of the reply had arrived.
 func (c *SyncConn) noReply(err error) error {
-	if c.lr.end > c.lr.start { // part of a reply, or bytes nobody asked for
+	if c.Buffered() > 0 { // part of a reply, or bytes nobody asked for
 		return err
 	}
 	for _, ended := range []error{io.EOF, syscall.ECONNRESET, syscall.EPIPE, syscall.ECONNABORTED} {
@@ -170,6 +170,11 @@ func (c *SyncConn) noReply(err error) error {
 	}
 	return err
 }
+
+// Buffered returns the number of bytes c has read but not returned. On an
+// idle connection they are bytes nobody asked for: the cheap part of
+// CheckIdle, with no system call.
+func (c *SyncConn) Buffered() int { return c.lr.end - c.lr.start }
 
 // CheckIdle returns nil when c may serve its next exchange in step: it
 // has not stopped, holds no byte it read but did not return, and nothing
@@ -194,7 +199,7 @@ func (c *SyncConn) CheckIdle() error {
 	if err := c.Err(); err != nil {
 		return err
 	}
-	if c.lr.end > c.lr.start {
+	if c.Buffered() > 0 {
 		return c.fail("", newProtocolError("", "", "reply nobody asked for", nil))
 	}
 	if c.peeker == nil {
