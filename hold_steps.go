@@ -111,7 +111,7 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 			cancel()
 		}
 		var err error
-		lc, err = s.c.dialLock(ctx, s.srv) // the pool is empty: asked above
+		lc, err = s.c.dialLock(ctx, s.srv) // fresh, or the pool is empty
 		s.mu.Lock()
 		s.dialCancel = nil
 		s.mu.Unlock()
