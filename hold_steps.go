@@ -138,8 +138,9 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 	s.roundStart = time.Now()
 	var sent time.Time
 	var line string
-	// A pooled connection the server closed while idle gets no reply: the
-	// enqueue did not reach it, and goes once more on a fresh connection.
+	// On a pooled connection the server closed while it was idle, the
+	// enqueue gets no byte of reply (see lockConn.stale): it goes once
+	// more, on a fresh connection.
 	for fresh := false; ; fresh = true {
 		var lc *lockConn
 		if lc, err = s.connect(fresh); err != nil {
