@@ -150,10 +150,13 @@ func (s *holdStream) exchangeErr(err error) error {
 	return connLost(err)
 }
 
-// connect takes a pooled connection or dials one; a dial is cancelled when
-// the stream stops.
-func (s *holdStream) connect() (*lockConn, error) {
-	lc := s.c.pools[s.srv].get()
+// connect takes a pooled connection or dials one (always, when fresh); a
+// dial is cancelled when the stream stops.
+func (s *holdStream) connect(fresh bool) (*lockConn, error) {
+	var lc *lockConn
+	if !fresh {
+		lc = s.c.pools[s.srv].get()
+	}
 	if lc == nil {
 		// Bounded here, so that the dialer need not bound it again.
 		ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
@@ -165,7 +168,7 @@ func (s *holdStream) connect() (*lockConn, error) {
 			cancel()
 		}
 		var err error
-		lc, err = s.c.dialLock(ctx, s.srv) // the pool is empty: asked above
+		lc, err = s.c.dialLock(ctx, s.srv) // fresh, or the pool is empty
 		s.mu.Lock()
 		s.dialCancel = nil
 		s.mu.Unlock()
@@ -173,10 +176,8 @@ func (s *holdStream) connect() (*lockConn, error) {
 		case err == nil:
 		case s.stopped():
 			return nil, s.stopCause()
-		case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput):
-			return nil, err
 		default:
-			return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+			return nil, err // ErrUnreachable, ErrAuth, ...: see dialLock
 		}
 	}
 	lc.owner.Store(s)
@@ -191,13 +192,24 @@ func (s *holdStream) connect() (*lockConn, error) {
 // the stream holds it on return; otherwise it is queued.
 func (s *holdStream) enqueue() (granted bool, err error) {
 	s.setState(StateConnecting)
-	if _, err := s.connect(); err != nil {
-		return false, err
+	var sent time.Time
+	var line string
+	// On a pooled connection the server closed while it was idle, the
+	// enqueue gets no byte of reply (see lockConn.stale): it goes once
+	// more, on a fresh connection.
+	for fresh := false; ; fresh = true {
+		var lc *lockConn
+		if lc, err = s.connect(fresh); err != nil {
+			return false, err
+		}
+		// A lease left to the server's default is unknown until the
+		// reply: then only the check in becomeHeld stands between a late
+		// reply and the user.
+		if line, sent, err = s.grantExchange(s.enqueueReq, s.cfg.lease); !lc.stale(err) {
+			break
+		}
+		s.dropConn()
 	}
-	// A lease left to the server's default is unknown until the reply:
-	// then only the check in becomeHeld stands between a late reply and
-	// the user.
-	line, sent, err := s.grantExchange(s.enqueueReq, s.cfg.lease)
 	if err != nil {
 		return false, err
 	}

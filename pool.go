@@ -2,6 +2,7 @@ package dfstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 type lockConn struct {
 	*wire.SyncConn
 	watch  *hangup.Watch // nil until watched
+	pooled bool          // handed out by the pool: see stale
 	hungUp atomic.Bool
 	owner  atomic.Pointer[holdStream] // told when the server hangs up
 }
@@ -41,13 +43,30 @@ func (c *Client) lockConn(ctx context.Context, i int) (*lockConn, error) {
 	return c.dialLock(ctx, i)
 }
 
-// dialLock dials a new lock connection to server i.
+// dialLock dials a new lock connection to server i. A server that cannot
+// be connected to in time is ErrUnreachable; refused credentials
+// (ErrAuth), a bad token (ErrInvalidInput) and a cancelled ctx are not.
 func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 	sc, err := c.dialer.DialSync(ctx, c.cfg.servers[i])
-	if err != nil {
+	switch {
+	case err == nil:
+		return &lockConn{SyncConn: sc}, nil
+	case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput),
+		errors.Is(ctx.Err(), context.Canceled):
 		return nil, fmt.Errorf("dfstream: %w", err)
+	default:
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	return &lockConn{SyncConn: sc}, nil
+}
+
+// stale reports whether err, from an exchange on lc, says that lc went
+// stale in the pool: the server closed it while it was idle (dropping its
+// connections, restarting), which the check on the way out of the pool
+// can miss when the close is still in flight. No byte of a reply arrived,
+// so the request may be sent once more on a fresh connection (see
+// wire.ErrNoReply).
+func (lc *lockConn) stale(err error) bool {
+	return lc.pooled && errors.Is(err, wire.ErrNoReply)
 }
 
 // watchWith starts watching lc for the server hanging up, once; the caller
@@ -85,6 +104,16 @@ func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline tim
 	return line, err
 }
 
+// checkIdle is wire.SyncConn.CheckIdle, with a watch that reads the
+// connection (the portable one) paused meanwhile.
+func (lc *lockConn) checkIdle() error {
+	if lc.watch != nil {
+		lc.watch.Pause()
+		defer lc.watch.Resume()
+	}
+	return lc.CheckIdle()
+}
+
 func (lc *lockConn) close() {
 	if lc.watch != nil {
 		lc.watch.Stop()
@@ -93,9 +122,14 @@ func (lc *lockConn) close() {
 }
 
 // pool keeps idle, authenticated connections to one server. Only
-// connections that ended a clean exchange are put back; a connection is
-// dropped when the server hung up on it or when it has been idle long
-// enough for the server's read timeout to be near.
+// connections that ended a clean exchange with nothing left to read are
+// put back; a connection is dropped when the server hung up on it, when
+// anything arrived on it unasked, or when it has been idle long enough
+// for the server's read timeout to be near. On the way in the check is
+// what costs nothing (a line read with the reply, say); on the way out,
+// where it matters, the socket is peeked at as well (see
+// wire.SyncConn.CheckIdle): one system call per use (see BenchmarkPeek in
+// internal/hangup).
 type pool struct {
 	mu         sync.Mutex
 	closed     bool
@@ -104,18 +138,26 @@ type pool struct {
 	staleAfter time.Duration
 }
 
+// get returns an idle connection that passes the checks, or nil.
 func (p *pool) get() *lockConn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.idle) > 0 {
-		lc := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
-		if p.usable(lc) {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		lc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		// Outside mu: the peek is a system call.
+		if p.usable(lc) && lc.checkIdle() == nil {
+			lc.pooled = true
 			return lc
 		}
 		lc.close()
 	}
-	return nil
 }
 
 // usable reports whether lc may serve another user: the server has not
@@ -133,8 +175,9 @@ func (p *pool) put(lc *lockConn, w *hangup.Watcher) {
 	p.mu.Lock()
 	room := p.room()
 	p.mu.Unlock()
-	// Watching costs a system call: only for a connection kept.
-	if !room || lc.watchWith(w) != nil {
+	// Watching costs a system call: only for a connection kept. What
+	// arrives from here on, get sees.
+	if !room || lc.Buffered() > 0 || lc.watchWith(w) != nil {
 		lc.close()
 		return
 	}

@@ -143,8 +143,12 @@ func (c *Client) shard(key string) (int, error) {
 }
 
 // Stats asks the server at addr (one of the configured servers, or "" for
-// the first) for its state.
+// the first) for its state. A server that cannot be connected to is an
+// error matching ErrUnreachable; a nil ctx, an unknown addr, ErrInvalidInput.
 func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+	}
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
@@ -179,14 +183,23 @@ func (c *Client) serverIndex(addr string) (int, error) {
 }
 
 // roundTrip sends req on a pooled connection to server i and hands the
-// reply to parse, within ctx. The connection goes back to the pool unless
-// the exchange failed or the reply was not understood.
+// reply to parse, within ctx. A connection that went stale in the pool
+// (see lockConn.stale) costs one more try on a fresh one. The connection
+// goes back to the pool unless the exchange failed, the reply was not
+// understood, or the server refused auth (it closes the connection).
 func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse func(line string) error) error {
 	lc, err := c.lockConn(ctx, i)
 	if err != nil {
 		return err
 	}
 	line, err := lc.exchange(ctx, req, time.Time{})
+	if lc.stale(err) {
+		lc.close()
+		if lc, err = c.dialLock(ctx, i); err != nil {
+			return err
+		}
+		line, err = lc.exchange(ctx, req, time.Time{})
+	}
 	switch {
 	case err == nil:
 		err = parse(line)
@@ -195,8 +208,8 @@ func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse f
 	default:
 		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, ErrConnLost, err)
 	}
-	if err != nil && !errors.Is(err, wire.ErrServer) {
-		lc.close() // out of step, or not understood: never reused
+	if err != nil && (!errors.Is(err, wire.ErrServer) || errors.Is(err, ErrAuth)) {
+		lc.close() // out of step, not understood, or refused: never reused
 	} else {
 		c.pools[i].put(lc, c.watcher)
 	}

@@ -4,12 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/dfstream/dfstream/internal/hangup"
 )
+
+// ErrNoReply matches the error of an exchange that failed because the peer
+// closed or reset the connection (or the write failed for that reason)
+// before a single byte of the reply arrived. A deadline, an interrupt or
+// a context ending never produce it, nor does a reply cut off part way.
+//
+// The server did not answer: it closed the connection before it read the
+// request (a server dropping idle connections, or restarting), or it
+// failed before it could reply. A dflockd server answers each request
+// before it reads the next, so in the first case, the usual one for a
+// connection that was idle, it did not act on the request at all; in the
+// second, whatever the request gained there (a lock, say) went with the
+// connection, which the server releases. Sending the request again on a
+// fresh connection is therefore safe for locks and stats; a signal may
+// have been delivered already (a server that failed between delivering it
+// and replying).
+var ErrNoReply = errors.New("dflockd: connection ended before any reply")
 
 // SyncConn is a connection for strict request/reply exchanges made by one
 // goroutine at a time. It has no goroutine of its own: Exchange writes the
@@ -25,7 +46,8 @@ import (
 type SyncConn struct {
 	nc       net.Conn
 	lr       *LineReader
-	lastUsed atomic.Int64 // unix nanoseconds of the last write
+	peeker   *hangup.Peeker // made by the first CheckIdle
+	lastUsed atomic.Int64   // unix nanoseconds of the last write
 	err      atomic.Pointer[closedError]
 
 	dmu      sync.Mutex // guards the deadline fields, and the socket's deadline
@@ -127,12 +149,99 @@ func (c *SyncConn) exchange(ctx context.Context, req Request, deadline time.Time
 	c.inflight = false
 	c.dmu.Unlock()
 	if err != nil {
-		return "", c.fail(req.Cmd, err)
+		return "", c.fail(req.Cmd, c.noReply(err))
 	}
 	if IsPush(line) {
 		return "", c.fail(req.Cmd, newProtocolError(req.Cmd, line, "push on a request/reply connection", nil))
 	}
 	return line, nil
+}
+
+// noReply marks err, which failed the exchange, with ErrNoReply when the
+// peer ended the connection and not one byte of the reply had arrived.
+func (c *SyncConn) noReply(err error) error {
+	if c.Buffered() > 0 { // part of a reply, or bytes nobody asked for
+		return err
+	}
+	for _, ended := range []error{io.EOF, syscall.ECONNRESET, syscall.EPIPE, syscall.ECONNABORTED} {
+		if errors.Is(err, ended) {
+			return fmt.Errorf("%w: %w", ErrNoReply, err)
+		}
+	}
+	return err
+}
+
+// Buffered returns the number of bytes c has read but not returned. On an
+// idle connection they are bytes nobody asked for: the cheap part of
+// CheckIdle, with no system call.
+func (c *SyncConn) Buffered() int { return c.lr.end - c.lr.start }
+
+// CheckIdle returns nil when c may serve its next exchange in step: it
+// has not stopped, holds no byte it read but did not return, and nothing
+// waits to be read on its connection. Otherwise it stops c and returns
+// why (matching ErrClosed and the cause: io.EOF when the peer hung up, an
+// ErrProtocol for bytes nobody asked for). A server never writes on a
+// request/reply connection unasked, so anything there is a reply that
+// would answer the next request in place of its own, or a hang-up.
+//
+// The socket is peeked at without blocking on Linux, Darwin and the BSDs;
+// elsewhere only what c itself holds is checked. Under TLS the peek sees
+// records: TLS 1.3 session tickets come with the handshake and are read
+// with the first reply, so after an exchange a record waiting there is a
+// close_notify, data, or a rare late handshake message, and CheckIdle
+// fails for each (the last costs a new connection, never a reply out of
+// step). What the TLS layer itself has buffered is checked by a read that
+// cannot block.
+//
+// CheckIdle must not run during an exchange or alongside another reader of
+// the connection (a hangup watch that reads must be paused).
+func (c *SyncConn) CheckIdle() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	if c.Buffered() > 0 {
+		return c.fail("", newProtocolError("", "", "reply nobody asked for", nil))
+	}
+	if c.peeker == nil {
+		c.peeker = hangup.NewPeeker(c.nc)
+	}
+	err := c.peeker.Peek()
+	switch {
+	case errors.Is(err, hangup.ErrNoPeek):
+		err = nil
+	case errors.Is(err, hangup.ErrPending):
+		err = newProtocolError("", "", "data nobody asked for", err)
+	}
+	if _, wrapped := c.nc.(interface{ NetConn() net.Conn }); wrapped && err == nil {
+		err = c.readNothing()
+	}
+	if err != nil {
+		return c.fail("idle", err)
+	}
+	return nil
+}
+
+// readNothing reads from a wrapping connection (TLS) with a deadline that
+// has passed, so that only what the wrapper has buffered can be read: no
+// byte is the answer wanted.
+func (c *SyncConn) readNothing() error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if err := c.nc.SetReadDeadline(aLongTimeAgo); err != nil {
+		return err
+	}
+	var b [1]byte
+	n, err := c.nc.Read(b[:])
+	switch {
+	case n > 0:
+		return newProtocolError("", "", "data nobody asked for", nil)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return c.nc.SetReadDeadline(time.Time{})
+	case err == nil:
+		return io.ErrNoProgress
+	default:
+		return err
+	}
 }
 
 // Expedite bounds the exchange in flight by t, or the next exchange when

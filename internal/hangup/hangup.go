@@ -12,6 +12,9 @@
 // and Pause and Resume cost nothing. Elsewhere, and for connections without
 // a socket descriptor, each watch is a goroutine with a read pending, which
 // the owner must Pause before reading and Resume after.
+//
+// A Peeker answers the same question on demand, without blocking: whether
+// anything (data, the end of the stream, an error) waits on a socket.
 package hangup
 
 import (

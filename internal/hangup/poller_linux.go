@@ -46,25 +46,6 @@ func (w *Watcher) watchPolled(h *Watch, nc net.Conn) error {
 	return w.poller.add(h, rc)
 }
 
-// rawConn finds the socket under nc, looking through wrappers such as
-// *tls.Conn. Data those wrappers read (TLS session tickets, say) does not
-// matter: only the peer's hang-up is watched.
-func rawConn(nc net.Conn) (syscall.RawConn, bool) {
-	for range 8 {
-		u, ok := nc.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		nc = u.NetConn()
-	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil, false
-	}
-	rc, err := sc.SyscallConn()
-	return rc, err == nil
-}
-
 func newPoller() (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
