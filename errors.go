@@ -39,8 +39,10 @@ var (
 	// is no longer valid there.
 	ErrRenewRefused = errors.New("dfstream: renewal refused")
 	// ErrDeadlinePassed reports that the local safe deadline passed before a
-	// renewal was confirmed; the server may already have given the lock to
-	// someone else.
+	// renewal or a grant was confirmed; the server may already have given
+	// the lock to someone else. A grant that came too late is never
+	// reported: the stream gives it back and queues again while the acquire
+	// timeout allows, then fails with this error.
 	ErrDeadlinePassed = errors.New("dfstream: safe deadline passed")
 	// ErrNotHeld is returned by Release when nothing is held.
 	ErrNotHeld = errors.New("dfstream: not held")
