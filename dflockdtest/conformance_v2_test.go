@@ -143,12 +143,12 @@ func TestV2StableRefIsAcceptedOncePerConnection(t *testing.T) {
 	t.Parallel()
 	e := v2Target(t, dflockdtest.Config{})
 	c := e.dial(t)
-	require.Equal(t, "ok", c.do("stable-ref", "ref-"+key(t), "_"))
-	require.Equal(t, "error", c.do("stable-ref", "ref-"+key(t), "_"), "the same ref again")
-	require.Equal(t, "error", c.do("stable-ref", "other-"+key(t), "_"), "another ref")
+	require.Equal(t, "ok", c.do("stable-ref", refOf(t), "_"))
+	require.Equal(t, "error", c.do("stable-ref", refOf(t), "_"), "the same ref again")
+	require.Equal(t, "error", c.do("stable-ref", refOf(t, "other"), "_"), "another ref")
 	e.lock(t, c, key(t), "0") // the connection stays open
 	d := e.dial(t)
-	require.Equal(t, "ok", d.do("stable-ref", "ref-"+key(t), "_"), "a ref is per connection")
+	require.Equal(t, "ok", d.do("stable-ref", refOf(t), "_"), "a ref is per connection")
 }
 
 func TestV2StableRefMustBe1To64PrintableASCIIAfterTrim(t *testing.T) {
@@ -301,7 +301,7 @@ func TestV2AuthStillComesFirst(t *testing.T) {
 	require.Equal(t, "error_auth", c.do("barrier", "_", "_"))
 	c.expectEOF(replyWait)
 	d := e.dial(t)
-	require.Equal(t, "ok", d.do("stable-ref", "ref-"+key(t), "_"))
+	require.Equal(t, "ok", d.do("stable-ref", refOf(t), "_"))
 }
 
 func TestSignalsEraAnswersErrorToBarrierAndStableRef(t *testing.T) {

@@ -598,16 +598,19 @@ func (t *table) disconnect(sess *session, autoRelease bool, now time.Time) {
 }
 
 // leave is disconnect where, with orphanTTL > 0, the slots (held or waiting)
-// that carry a stable ref become orphans for orphanTTL instead of going.
+// tagged with the session's stable ref become orphans for orphanTTL instead
+// of going. A slot tagged with another ref (renewed here, so rebound to this
+// connection) goes as an untagged one would.
 func (t *table) leave(sess *session, autoRelease bool, orphanTTL time.Duration, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	orphan := func(ref string) bool { return orphanTTL > 0 && ref != "" && ref == sess.ref }
 	if w := sess.blocking; w != nil {
 		// Cluster mode leaves a blocked l/sl here, whatever ended it.
 		sess.blocking = nil
 		switch {
 		case !w.queued:
-		case orphanTTL > 0 && w.ref != "":
+		case orphan(w.ref):
 			w.orphanUntil = now.Add(orphanTTL)
 		case autoRelease:
 			t.unlink(w)
@@ -620,7 +623,7 @@ func (t *table) leave(sess *session, autoRelease bool, orphanTTL time.Duration, 
 		// timeouts and leases run out.
 		return
 	}
-	orphan := func(ref string) bool { return orphanTTL > 0 && ref != "" }
+
 	for _, w := range sess.enq {
 		if orphan(w.ref) {
 			if w.queued {
