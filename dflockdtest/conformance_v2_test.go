@@ -315,3 +315,20 @@ func TestSignalsEraAnswersErrorToBarrierAndStableRef(t *testing.T) {
 	require.Equal(t, "error", c.do("stable-ref", "ref", "_"))
 	require.Equal(t, "ok", c.do("listen", key(t), ""))
 }
+
+func TestV2AuthTokenMayBeUpTo64KiB(t *testing.T) {
+	t.Parallel()
+	needLocal(t, "a server with a 64 KiB token")
+	long := strings.Repeat("t", 64<<10-4)
+	e := v2Target(t, dflockdtest.Config{AuthToken: long})
+	c := e.dialRaw(t)
+	require.Equal(t, "ok", c.do("auth", "_", "  "+long+"  "), "a 64 KiB line, padding included")
+	c = e.dialRaw(t)
+	require.Equal(t, "ok", c.do("auth", "_", long))
+	e.lock(t, c, key(t), "0")
+	require.Equal(t, "error", c.do("l", key(t), strings.Repeat("1", 257)), "other lines keep the 256-byte limit")
+	c.expectEOF(replyWait)
+	d := e.dialRaw(t)
+	require.Equal(t, "error_auth", d.do("auth", "_", "   "+long+"  "), "one byte over 64 KiB")
+	d.expectEOF(replyWait)
+}

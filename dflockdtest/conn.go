@@ -48,8 +48,12 @@ type conn struct {
 	authed bool
 	lines  [3][maxLine]byte
 	n      [3]int
-	out    []byte // reply scratch (reader goroutine only)
-	timer  *time.Timer
+	// authArg holds the argument line of a 2.x auth, which may be up to
+	// 64 KiB; longArg says the current request's argument is there.
+	authArg []byte
+	longArg bool
+	out     []byte // reply scratch (reader goroutine only)
+	timer   *time.Timer
 
 	wmu  sync.Mutex // serialises socket writes (replies vs pushes)
 	wbuf []byte     // guarded by wmu
@@ -184,7 +188,16 @@ func (c *conn) lineBuffered() bool {
 // More than maxLine bytes: the rest of the line is skipped up to its LF and
 // rdTooLong returned. The read deadline is re-armed before each line.
 func (c *conn) readLine(i int) readStatus {
-	buf := &c.lines[i]
+	buf := c.lines[i][:]
+	if i == 2 {
+		// Kept for this request only: auth comes once per connection.
+		c.longArg = c.s.gen2 && string(c.line(0)) == "auth"
+		c.authArg = nil
+		if c.longArg {
+			c.authArg = make([]byte, maxAuthArgV2)
+			buf = c.authArg
+		}
+	}
 	n := 0
 	over := false
 	armed := false
@@ -208,9 +221,9 @@ func (c *conn) readLine(i int) readStatus {
 			if j >= 0 {
 				seg = body[:j]
 			}
-			if room := maxLine - n; len(seg) > room {
+			if room := len(buf) - n; len(seg) > room {
 				copy(buf[n:], seg[:room])
-				n = maxLine
+				n = len(buf)
 				over = true
 			} else {
 				n += copy(buf[n:], seg)
@@ -245,7 +258,12 @@ func (c *conn) readLine(i int) readStatus {
 	}
 }
 
-func (c *conn) line(i int) []byte { return c.lines[i][:c.n[i]] }
+func (c *conn) line(i int) []byte {
+	if i == 2 && c.longArg {
+		return c.authArg[:c.n[2]]
+	}
+	return c.lines[i][:c.n[i]]
+}
 
 // writeLocked writes b with the write timeout. wmu must be held.
 func (c *conn) writeLocked(b []byte) error {

@@ -3,6 +3,9 @@ package dflockdtest
 // maxSemLimitV2 is the largest semaphore limit a 2.x server accepts.
 const maxSemLimitV2 = 1 << 20
 
+// maxAuthArgV2 is the longest argument line of a 2.x auth (the token).
+const maxAuthArgV2 = 64 << 10
+
 // maxStableRef is the longest stable ref, in bytes after trimming.
 const maxStableRef = 64
 
