@@ -80,7 +80,8 @@ type clusterStatus struct {
 	Voters        []string `json:"voters"`
 }
 
-// ErrNodeDown is returned by ElectLeader for a node that KillLeader killed.
+// ErrNodeDown is returned by Failover and ElectLeader for a node that
+// KillLeader killed.
 var ErrNodeDown = errors.New("dflockdtest: the node is down")
 
 // StartCluster starts cfg.Nodes nodes; node 0 leads.
@@ -182,12 +183,17 @@ func (cl *Cluster) Term() uint64 { return cl.term.Load() }
 // StartElection (its client connections drop; their slots tagged with a
 // stable ref become orphans, the others are released), then node to is
 // elected. The term rises by one. Failover to the current leader is a
-// step-down and re-election of the same node.
-func (cl *Cluster) Failover(to int) {
+// step-down and re-election of the same node. It returns ErrNodeDown, and
+// changes nothing, for a node killed by KillLeader.
+func (cl *Cluster) Failover(to int) error {
 	cl.helpers.Lock()
 	defer cl.helpers.Unlock()
+	if cl.dead[to].Load() {
+		return fmt.Errorf("%w: node %d", ErrNodeDown, to)
+	}
 	cl.stepDown()
 	cl.elect(to)
+	return nil
 }
 
 // StartElection opens an election window: the leader steps down, its client

@@ -166,6 +166,7 @@ func TestClusterElectionWindowAnswersBareNotLeaderEverywhere(t *testing.T) {
 	t.Parallel()
 	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
 	old := ce.nodes[0].dial(t)
+	require.Equal(t, "ok", old.do("ping", "_", "_"), "the connection is open on the server's side")
 	ce.cl.StartElection()
 	old.expectEOF(replyWait)
 	assert.Equal(t, -1, ce.cl.Leader())
@@ -193,7 +194,7 @@ func TestClusterFencesRiseAcrossFailovers(t *testing.T) {
 	var toks []string
 	for i := 0; i < 6; i++ {
 		l := i % 3
-		ce.cl.Failover(l)
+		require.NoError(t, ce.cl.Failover(l))
 		c := ce.nodes[l].dial(t)
 		toks = append(toks, ce.nodes[l].lock(t, c, key(t), "0").Token)
 		toks = append(toks, ce.nodes[l].lock(t, c, key(t, strconv.Itoa(i)), "0").Token)
@@ -209,7 +210,7 @@ func TestClusterReattachAfterFailoverGivesSameTokenWithRenewedLease(t *testing.T
 	ref, k := refOf(t), key(t)
 	a := ce.dialRef(t, 0, ref)
 	g := ce.nodes[0].lock(t, a, k, "0 5")
-	ce.cl.Failover(1)
+	require.NoError(t, ce.cl.Failover(1))
 	a.expectEOF(replyWait)
 
 	b := ce.dialRef(t, 1, ref)
@@ -227,7 +228,7 @@ func TestClusterReattachByEnqueueAnswersAcquiredSameTokenThenWaitCollects(t *tes
 	ref, k := refOf(t), key(t)
 	a := ce.dialRef(t, 0, ref)
 	g := ce.nodes[0].grant(t, a.do("se", k, "2 5"), "acquired")
-	ce.cl.Failover(2)
+	require.NoError(t, ce.cl.Failover(2))
 	b := ce.dialRef(t, 2, ref)
 	require.Equal(t, "acquired "+g.Token+" 9", b.do("se", k, "2 9"))
 	require.Equal(t, "ok "+g.Token+" 9", b.do("sw", k, "1"))
@@ -245,11 +246,11 @@ func TestClusterWaitersKeepTheirFIFOPlacesAcrossFailover(t *testing.T) {
 	require.Equal(t, "queued", w1.do("e", k, "30"))
 	w2 := ce.dialRef(t, 0, ref(2))
 	w2.req("l", k, "30 30")
+	waitWaiters(t, ce.nodes[0].dial(t), k, 2)
 	w3 := ce.dialRef(t, 0, ref(3))
 	require.Equal(t, "queued", w3.do("e", k, "30"))
-	waitWaiters(t, ce.nodes[0].dial(t), k, 3)
 
-	ce.cl.Failover(1)
+	require.NoError(t, ce.cl.Failover(1))
 	n := ce.nodes[1]
 	obs := n.dial(t)
 	require.Equal(t, 3, obs.stats().waiters(k), "orphaned waiters keep their places")
@@ -297,7 +298,7 @@ func TestClusterReattachNeedsTheSameRefAndKey(t *testing.T) {
 	ref, k := refOf(t), key(t)
 	a := ce.dialRef(t, 0, ref)
 	g := ce.nodes[0].lock(t, a, k, "0")
-	ce.cl.Failover(1)
+	require.NoError(t, ce.cl.Failover(1))
 	other := ce.dialRef(t, 1, refOf(t, "other"))
 	require.Equal(t, "timeout", other.do("l", k, "0"), "another ref waits for the orphan")
 	noRef := ce.nodes[1].dial(t)
@@ -314,7 +315,7 @@ func TestClusterUntaggedSlotsAreReleasedOnFailover(t *testing.T) {
 	k := key(t)
 	a := ce.nodes[0].dial(t)
 	ce.nodes[0].lock(t, a, k, "0 60")
-	ce.cl.Failover(1)
+	require.NoError(t, ce.cl.Failover(1))
 	b := ce.nodes[1].dial(t)
 	ce.nodes[1].lock(t, b, k, "0")
 }
@@ -325,7 +326,7 @@ func TestClusterTokensStayValidForRenewAndReleaseAfterFailover(t *testing.T) {
 	ref, k := refOf(t), key(t)
 	a := ce.dialRef(t, 0, ref)
 	g := ce.nodes[0].lock(t, a, k, "0")
-	ce.cl.Failover(2)
+	require.NoError(t, ce.cl.Failover(2))
 	b := ce.nodes[2].dial(t)
 	require.Equal(t, "ok 15", b.do("n", k, g.Token+" 15"), "renewed by token on a connection without a ref")
 	require.Equal(t, "ok", b.do("r", k, g.Token))
@@ -339,7 +340,7 @@ func TestClusterOrphanIsReleasedAfterOrphanTTL(t *testing.T) {
 	ref, k := refOf(t), key(t)
 	a := ce.dialRef(t, 0, ref)
 	ce.nodes[0].lock(t, a, k, "0 600")
-	ce.cl.Failover(1)
+	require.NoError(t, ce.cl.Failover(1))
 	b := ce.nodes[1].dial(t)
 	require.Equal(t, "timeout", b.do("l", k, "0"), "an orphan still holds")
 	start := time.Now()
@@ -353,7 +354,7 @@ func TestClusterWithoutOrphanTTLTaggedSlotsAreReleasedOnFailover(t *testing.T) {
 	ref, k := refOf(t), key(t)
 	a := ce.dialRef(t, 0, ref)
 	g := ce.nodes[0].lock(t, a, k, "0")
-	ce.cl.Failover(1)
+	require.NoError(t, ce.cl.Failover(1))
 	b := ce.dialRef(t, 1, ref)
 	assert.NotEqual(t, g.Token, ce.nodes[1].lock(t, b, k, "0").Token)
 }
@@ -432,4 +433,47 @@ func TestClusterNodeAddressesAreDistinct(t *testing.T) {
 		seen[a] = true
 		require.True(t, strings.HasPrefix(a, "127.0.0.1:"))
 	}
+}
+
+func TestClusterFailoverToAKilledNodeIsRefused(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	require.Equal(t, 0, ce.cl.KillLeader())
+	require.ErrorIs(t, ce.cl.Failover(0), dflockdtest.ErrNodeDown)
+	assert.Equal(t, -1, ce.cl.Leader())
+	require.NoError(t, ce.cl.Failover(1))
+	assert.Equal(t, 1, ce.cl.Leader())
+}
+
+func TestClusterDroppedConnectionReattachesOnTheSameLeader(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	ref, k := refOf(t), key(t)
+	a := ce.dialRef(t, 0, ref)
+	g := ce.nodes[0].lock(t, a, k, "0")
+	a.close()
+	obs := ce.nodes[0].dial(t)
+	waitStats(t, obs, replyWait, "a's connection gone", func(s statsDoc) bool { return s.Connections == 1 })
+	require.Equal(t, "timeout", obs.do("l", k, "0"), "the orphan still holds")
+	b := ce.dialRef(t, 0, ref)
+	require.Equal(t, "ok "+g.Token+" 33", b.do("l", k, "0"))
+}
+
+func TestClusterHeldSlotSurvivesTwentyFailoversWithTheSameToken(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	ref, k := refOf(t), key(t)
+	c := ce.dialRef(t, 0, ref)
+	g := ce.nodes[0].lock(t, c, k, "0 10")
+	other := []string{g.Token}
+	for i := 1; i <= 20; i++ {
+		l := i % 3
+		require.NoError(t, ce.cl.Failover(l))
+		c.expectEOF(replyWait)
+		c = ce.dialRef(t, l, ref)
+		require.Equal(t, "ok "+g.Token+" 10", c.do("l", k, "0 10"), "failover %d", i)
+		other = append(other, ce.nodes[l].lock(t, c, key(t, strconv.Itoa(i)), "0").Token)
+	}
+	requireRising(t, other...)
+	assert.Equal(t, uint64(21), ce.cl.Term())
 }
