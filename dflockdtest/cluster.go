@@ -44,10 +44,13 @@ type ClusterConfig struct {
 // connection closes cleans nothing up: lease expiry is the fallback.
 //
 // Node 0 is the leader at the start, in term 1. The helpers (Failover,
-// StartElection, ElectLeader, KillLeader) change leadership; they are
-// serialised with one another.
+// StartElection, ElectLeader, KillLeader, RestartNode) change leadership and
+// membership; they are serialised with one another. The cluster is usable
+// once StartCluster has returned.
 type Cluster struct {
-	nodes     []*Server
+	nodes     []atomic.Pointer[Server] // replaced by RestartNode
+	cfgs      []Config                 // each node's settings, Addr its address
+	ids       []string
 	tbl       *table
 	orphanTTL time.Duration
 
@@ -84,6 +87,9 @@ type clusterStatus struct {
 // KillLeader killed.
 var ErrNodeDown = errors.New("dflockdtest: the node is down")
 
+// ErrNodeUp is returned by RestartNode for a node that is running.
+var ErrNodeUp = errors.New("dflockdtest: the node is up")
+
 // StartCluster starts cfg.Nodes nodes; node 0 leads.
 func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	if cfg.Nodes <= 0 {
@@ -98,6 +104,9 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	nodeCfg := cfg.Node.withDefaults()
 	nodeCfg.Generation = Gen2
 	cl := &Cluster{
+		nodes:     make([]atomic.Pointer[Server], cfg.Nodes),
+		cfgs:      make([]Config, cfg.Nodes),
+		ids:       make([]string, cfg.Nodes),
 		tbl:       newTableFor(nodeCfg),
 		orphanTTL: max(cfg.OrphanTTL, 0),
 		dead:      make([]atomic.Bool, cfg.Nodes),
@@ -105,21 +114,50 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	cl.tbl.cluster = true
 	cl.term.Store(1)
 	cl.index.Store(1)
+	for i := range cl.ids {
+		cl.ids[i] = fmt.Sprintf("node%d", i)
+	}
 	for i := 0; i < cfg.Nodes; i++ {
-		c := nodeCfg
+		cl.cfgs[i] = nodeCfg
 		if cfg.Addrs != nil {
-			c.Addr = cfg.Addrs[i]
+			cl.cfgs[i].Addr = cfg.Addrs[i]
 		}
-		n := &clusterNode{cl: cl, idx: i, id: fmt.Sprintf("node%d", i)}
-		s, err := start(c, cl.tbl, n)
-		if err != nil {
+		if err := cl.startNode(i); err != nil {
 			cl.forceClose()
 			return nil, err
 		}
-		n.notLeader = []byte("error_not_leader " + s.Addr() + "\n")
-		cl.nodes = append(cl.nodes, s)
 	}
 	return cl, nil
+}
+
+// startNode starts node i, a new process incarnation, with its settings;
+// its address is then kept for a restart.
+func (cl *Cluster) startNode(i int) error {
+	n := &clusterNode{cl: cl, idx: i, id: cl.ids[i]}
+	s, err := start(cl.cfgs[i], cl.tbl, n)
+	if err != nil {
+		return err
+	}
+	cl.cfgs[i].Addr = s.Addr()
+	n.notLeader = []byte("error_not_leader " + s.Addr() + "\n")
+	cl.nodes[i].Store(s)
+	return nil
+}
+
+// RestartNode brings node i, killed by KillLeader, back on its address as
+// a follower. It is a new process incarnation: slots of the old one's
+// connections stay re-adoptable. It returns ErrNodeUp for a running node.
+func (cl *Cluster) RestartNode(i int) error {
+	cl.helpers.Lock()
+	defer cl.helpers.Unlock()
+	if !cl.dead[i].Load() {
+		return fmt.Errorf("%w: node %d", ErrNodeUp, i)
+	}
+	if err := cl.startNode(i); err != nil {
+		return err
+	}
+	cl.dead[i].Store(false)
+	return nil
 }
 
 // NewCluster is the testing helper: it starts a cluster or fails the test,
@@ -147,7 +185,11 @@ func (cl *Cluster) Close() error { return cl.Shutdown(context.Background()) }
 func (cl *Cluster) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(cl.nodes))
-	for i, s := range cl.nodes {
+	for i := range cl.nodes {
+		s := cl.nodes[i].Load()
+		if s == nil {
+			continue // StartCluster failed before starting it
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -161,14 +203,14 @@ func (cl *Cluster) Shutdown(ctx context.Context) error {
 // Nodes returns the number of nodes.
 func (cl *Cluster) Nodes() int { return len(cl.nodes) }
 
-// Node returns node i (0-based).
-func (cl *Cluster) Node(i int) *Server { return cl.nodes[i] }
+// Node returns node i (0-based): after RestartNode, the new process.
+func (cl *Cluster) Node(i int) *Server { return cl.nodes[i].Load() }
 
 // Addrs returns the nodes' client addresses, in node order.
 func (cl *Cluster) Addrs() []string {
 	out := make([]string, len(cl.nodes))
-	for i, s := range cl.nodes {
-		out[i] = s.Addr()
+	for i := range cl.nodes {
+		out[i] = cl.Node(i).Addr()
 	}
 	return out
 }
@@ -227,8 +269,8 @@ func (cl *Cluster) ElectLeader(i int) error {
 // or not), and its queued waiters keep their places. A client reconnecting
 // to the next leader with the same stable ref re-adopts them, since their
 // connections belonged to a process that is gone. No leader is known until
-// ElectLeader; the term rises. The killed node stays down. It returns the
-// killed node's index, or -1 when no leader was known.
+// ElectLeader; the term rises. The killed node stays down until RestartNode.
+// It returns the killed node's index, or -1 when no leader was known.
 func (cl *Cluster) KillLeader() int {
 	cl.helpers.Lock()
 	defer cl.helpers.Unlock()
@@ -236,7 +278,7 @@ func (cl *Cluster) KillLeader() int {
 	if old < 0 {
 		return -1
 	}
-	s := cl.nodes[old]
+	s := cl.Node(old)
 	s.hardKilled.Store(true)
 	cl.dead[old].Store(true)
 	cl.leader.Store(-1)
@@ -254,18 +296,18 @@ func (cl *Cluster) stepDown() {
 	if old < 0 {
 		return
 	}
-	n := cl.nodes[old].node
-	n.stepping.Store(true)
+	s := cl.Node(old)
+	s.node.stepping.Store(true)
 	cl.leader.Store(-1)
-	cl.nodes[old].DropConnections()
-	n.stepping.Store(false)
+	s.DropConnections()
+	s.node.stepping.Store(false)
 }
 
 // elect makes node i the leader (helpers held).
 func (cl *Cluster) elect(i int) {
 	cl.leader.Store(int64(i))
 	cl.appendEntry() // a new leader commits a no-op entry
-	cl.nodes[i].log.Info().Uint64("term", cl.Term()).Msg("elected leader")
+	cl.Node(i).log.Info().Uint64("term", cl.Term()).Msg("elected leader")
 }
 
 func (cl *Cluster) appendEntry() { cl.index.Add(1) }
@@ -280,7 +322,7 @@ func (n *clusterNode) notLeaderReply() []byte {
 	case l < 0:
 		return lineNotLeader
 	}
-	return n.cl.nodes[l].node.notLeader
+	return n.cl.Node(l).node.notLeader
 }
 
 // cleansUp reports whether a connection closing on this node is cleaned up:
@@ -299,10 +341,7 @@ func (n *clusterNode) status() clusterStatus {
 		Term:         cl.Term(),
 		CommitIndex:  cl.index.Load(),
 		LastLogIndex: cl.index.Load(),
-		Voters:       make([]string, len(cl.nodes)),
-	}
-	for i, s := range cl.nodes {
-		st.Voters[i] = s.node.id
+		Voters:       cl.ids,
 	}
 	switch {
 	case l == n.idx:
@@ -311,8 +350,8 @@ func (n *clusterNode) status() clusterStatus {
 		st.Role = "candidate"
 	}
 	if l >= 0 {
-		st.LeaderID = cl.nodes[l].node.id
-		st.LeaderAddr = cl.nodes[l].Addr()
+		st.LeaderID = cl.ids[l]
+		st.LeaderAddr = cl.Node(l).Addr()
 	}
 	return st
 }

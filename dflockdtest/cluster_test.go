@@ -477,3 +477,42 @@ func TestClusterHeldSlotSurvivesTwentyFailoversWithTheSameToken(t *testing.T) {
 	requireRising(t, other...)
 	assert.Equal(t, uint64(21), ce.cl.Term())
 }
+
+func TestClusterKilledNodeRestartsAsAFollowerOfANewIncarnation(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	ref, k := refOf(t), key(t)
+	addr0 := ce.cl.Node(0).Addr()
+	a := ce.dialRef(t, 0, ref)
+	g := ce.nodes[0].lock(t, a, k, "0 60")
+	require.ErrorIs(t, ce.cl.RestartNode(0), dflockdtest.ErrNodeUp)
+	ce.cl.KillLeader()
+	require.NoError(t, ce.cl.ElectLeader(1))
+	require.NoError(t, ce.cl.RestartNode(0))
+	require.Equal(t, addr0, ce.cl.Node(0).Addr(), "the same address")
+	ce.nodes[0].srv = ce.cl.Node(0)
+	c := ce.nodes[0].dial(t)
+	require.Equal(t, "error_not_leader "+ce.nodes[1].addr, c.do("l", k, "0"))
+	assert.Equal(t, "follower", clusterStats(t, c).Role)
+
+	require.NoError(t, ce.cl.Failover(0))
+	b := ce.dialRef(t, 0, ref)
+	require.Equal(t, "ok "+g.Token+" 60", b.do("l", k, "0 60"), "the old incarnation's slot is re-adopted on the new one")
+}
+
+func TestClusterSurvivesRepeatedLeaderKillsWithRestarts(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	ref, k := refOf(t), key(t)
+	c := ce.dialRef(t, 0, ref)
+	g := ce.nodes[0].lock(t, c, k, "0 30")
+	for i := 1; i <= 10; i++ {
+		killed := ce.cl.KillLeader()
+		next := (killed + 1) % 3
+		require.NoError(t, ce.cl.ElectLeader(next))
+		require.NoError(t, ce.cl.RestartNode(killed))
+		c = ce.dialRef(t, next, ref)
+		require.Equal(t, "ok "+g.Token+" 30", c.do("l", k, "0 30"), "kill %d", i)
+	}
+	assert.Equal(t, uint64(11), ce.cl.Term())
+}
