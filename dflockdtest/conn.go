@@ -20,6 +20,7 @@ const readBufSize = 4096
 const maxKeptWriteBuf = 64 << 10
 
 var (
+	lineDraining = []byte("error_draining\n")
 	lineError    = []byte("error\n")
 	lineErrAuth  = []byte("error_auth\n")
 	lineOK       = []byte("ok\n")
@@ -47,8 +48,12 @@ type conn struct {
 	authed bool
 	lines  [3][maxLine]byte
 	n      [3]int
-	out    []byte // reply scratch (reader goroutine only)
-	timer  *time.Timer
+	// authArg holds the argument line of a 2.x auth, which may be up to
+	// 64 KiB; longArg says the current request's argument is there.
+	authArg []byte
+	longArg bool
+	out     []byte // reply scratch (reader goroutine only)
+	timer   *time.Timer
 
 	wmu  sync.Mutex // serialises socket writes (replies vs pushes)
 	wbuf []byte     // guarded by wmu
@@ -68,6 +73,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		authed: s.authToken == nil,
 		out:    make([]byte, 0, 128),
 	}
+	c.sess.inc = s.inc
 	c.ctx, c.cancel = context.WithCancel(s.baseCtx)
 	c.sub.id = id
 	c.sub.cancel = c.cancel
@@ -96,7 +102,7 @@ func (c *conn) kill() {
 func (c *conn) cleanup() {
 	_ = c.nc.Close()
 	s := c.s
-	s.tbl.disconnect(c.sess, !s.cfg.DisableAutoRelease, time.Now())
+	s.leave(c.sess)
 	s.hub.removeAll(&c.sub)
 	c.cancel()
 	if c.timer != nil {
@@ -138,6 +144,12 @@ func (c *conn) serve() {
 		default:
 			return
 		}
+		if c.s.gen2 && c.s.isClosing() {
+			// 2.x drains: whatever the request, the answer is
+			// error_draining and the connection closes.
+			c.writeReply(lineDraining)
+			return
+		}
 		if !c.authed {
 			if !c.doAuth() {
 				return
@@ -176,7 +188,16 @@ func (c *conn) lineBuffered() bool {
 // More than maxLine bytes: the rest of the line is skipped up to its LF and
 // rdTooLong returned. The read deadline is re-armed before each line.
 func (c *conn) readLine(i int) readStatus {
-	buf := &c.lines[i]
+	buf := c.lines[i][:]
+	if i == 2 {
+		// Kept for this request only: auth comes once per connection.
+		c.longArg = c.s.gen2 && string(c.line(0)) == "auth"
+		c.authArg = nil
+		if c.longArg {
+			c.authArg = make([]byte, maxAuthArgV2)
+			buf = c.authArg
+		}
+	}
 	n := 0
 	over := false
 	armed := false
@@ -200,9 +221,9 @@ func (c *conn) readLine(i int) readStatus {
 			if j >= 0 {
 				seg = body[:j]
 			}
-			if room := maxLine - n; len(seg) > room {
+			if room := len(buf) - n; len(seg) > room {
 				copy(buf[n:], seg[:room])
-				n = maxLine
+				n = len(buf)
 				over = true
 			} else {
 				n += copy(buf[n:], seg)
@@ -237,7 +258,12 @@ func (c *conn) readLine(i int) readStatus {
 	}
 }
 
-func (c *conn) line(i int) []byte { return c.lines[i][:c.n[i]] }
+func (c *conn) line(i int) []byte {
+	if i == 2 && c.longArg {
+		return c.authArg[:c.n[2]]
+	}
+	return c.lines[i][:c.n[i]]
+}
 
 // writeLocked writes b with the write timeout. wmu must be held.
 func (c *conn) writeLocked(b []byte) error {
@@ -332,28 +358,34 @@ func (c *conn) replyGrant(word string, g grant) bool {
 	b = g.tok.appendHex(b)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, g.lease, 10)
-	if !c.s.cfg.NoFences {
-		b = append(b, ' ')
-		b = strconv.AppendUint(b, g.fence, 10)
-	}
-	c.out = append(b, '\n')
+	c.out = append(c.s.appendFence(b, g), '\n')
 	return c.writeReply(c.out)
+}
+
+// appendFence appends the signals era's fence field, when the server sends it.
+func (s *Server) appendFence(b []byte, g grant) []byte {
+	if s.cfg.NoFences || s.gen2 {
+		return b
+	}
+	b = append(b, ' ')
+	return strconv.AppendUint(b, g.fence, 10)
 }
 
 func (c *conn) replyRenew(g grant) bool {
 	b := append(c.out[:0], "ok "...)
 	b = strconv.AppendInt(b, g.lease, 10)
-	if !c.s.cfg.NoFences {
-		b = append(b, ' ')
-		b = strconv.AppendUint(b, g.fence, 10)
-	}
-	c.out = append(b, '\n')
+	c.out = append(c.s.appendFence(b, g), '\n')
 	return c.writeReply(c.out)
 }
 
 // dispatch executes one request; false closes the connection.
 func (c *conn) dispatch() bool {
 	cmd, key, arg := c.line(0), c.line(1), c.line(2)
+	if c.s.gen2 {
+		if ok, done := c.dispatchV2(cmd, key); done {
+			return ok
+		}
+	}
 	switch string(cmd) {
 	case "l":
 		return c.cmdAcquire(key, arg, false)
@@ -449,7 +481,9 @@ func (c *conn) block(w *waiter, timeoutSec int64) (st status, g grant, ok bool) 
 			st, g = tbl.cancelWait(w, false, time.Now())
 			return st, g, true
 		case <-c.ctx.Done():
-			tbl.cancelWait(w, true, time.Now())
+			if c.s.node == nil {
+				tbl.cancelWait(w, true, time.Now())
+			} // else the connection's clean-up decides: orphan, release or keep
 			return 0, grant{}, false
 		}
 	}
@@ -484,7 +518,7 @@ func (c *conn) cmdRenew(key, arg []byte) bool {
 			return c.writeReply(lineError)
 		}
 	}
-	st, g := c.s.tbl.renew(key, f[0], lease, time.Now())
+	st, g := c.s.tbl.renewAs(c.sess, key, f[0], lease, time.Now())
 	if st == stOK {
 		return c.replyRenew(g)
 	}
@@ -506,7 +540,7 @@ func (c *conn) limitAndLease(tail [][]byte, n int, sem bool) (limit int, lease i
 	}
 	limit = 1
 	if sem {
-		if limit, ok = parseLimit(tail[0]); !ok {
+		if limit, ok = parseLimit(tail[0]); !ok || (c.s.gen2 && limit > maxSemLimitV2) {
 			return 0, 0, false
 		}
 	}

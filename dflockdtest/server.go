@@ -1,6 +1,10 @@
-// Package dflockdtest is an in-process dflockd-compatible server: the newer
-// ("RF") generation of the protocol, with fencing tokens and pub/sub
-// signals, faithful to shared/protocol.md byte for byte. It serves FIFO locks
+// Package dflockdtest is an in-process dflockd-compatible server: by default
+// the signals-era ("RF") generation of the protocol, with fencing tokens and
+// pub/sub signals, faithful to shared/protocol.md byte for byte; with
+// Config.Generation set to Gen2, the 2.x generation of shared/protocol-v2.md
+// (locks and semaphores only, tokens that carry their fence); and, with
+// StartCluster, an in-process 2.x Raft cluster of several nodes sharing one
+// lock table. It serves FIFO locks
 // and semaphores with leases, two-phase acquisition, auto-release on
 // disconnect, server-side limits, stats, auth, TLS, and signals with
 // wildcards and queue groups. It is meant for tests, examples, benchmarks and
@@ -52,6 +56,38 @@ type Config struct {
 	DisableAutoRelease bool          // auto-release-on-disconnect off
 	ShutdownDrain      time.Duration // default 30s; negative = force-close at once
 	Logger             *zerolog.Logger
+	// Generation is the protocol generation spoken; the zero value is
+	// GenSignals. Gen2 ignores PingError, NoFences and MaxSubscriptions.
+	Generation Generation
+}
+
+// Generation is a server generation of the dflockd protocol.
+type Generation uint8
+
+const (
+	// GenSignals is the signals era (1.11 to 1.16, shared/protocol.md):
+	// random tokens with a fence field appended to grants and renewals,
+	// pub/sub signals. It is the default.
+	GenSignals Generation = iota
+	// Gen2 is dflockd 2.x (shared/protocol-v2.md): locks and semaphores only;
+	// a token's first 16 hex digits are its big-endian fence, which rises
+	// strictly with every grant; replies carry no fence field; ping, barrier
+	// and stable-ref are answered; semaphore limits stop at 1,048,576; on
+	// graceful shutdown the next request on each connection gets
+	// error_draining and the connection closes; stats has the five 2.x
+	// arrays (and the cluster object on a cluster node).
+	Gen2
+)
+
+// String names the generation as `dfstream serve --generation` does.
+func (g Generation) String() string {
+	switch g {
+	case GenSignals:
+		return "signals"
+	case Gen2:
+		return "2"
+	}
+	return fmt.Sprintf("Generation(%d)", uint8(g))
 }
 
 // ConnInfo describes one open connection.
@@ -73,6 +109,10 @@ type Server struct {
 	hub          *hub
 	defaultLease int64
 	authToken    []byte
+	gen2         bool
+	node         *clusterNode // nil for a standalone server
+	inc          uint64       // this process incarnation's tag (cluster re-attach)
+	hardKilled   atomic.Bool  // KillLeader: connections go without clean-up
 
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
@@ -135,6 +175,21 @@ func (cfg Config) withDefaults() Config {
 // Start listens on cfg.Addr and serves in the background.
 func Start(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
+	return start(cfg, newTableFor(cfg), nil)
+}
+
+// newTableFor makes the lock table of a server with cfg (defaults applied).
+func newTableFor(cfg Config) *table {
+	t := newTable(cfg.MaxLocks, cfg.MaxWaiters, cfg.GCMaxIdle)
+	if cfg.Generation == Gen2 {
+		t.fenceTokens()
+	}
+	return t
+}
+
+// start serves cfg (defaults applied) over tbl, as a cluster node when node
+// is not nil.
+func start(cfg Config, tbl *table, node *clusterNode) (*Server, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dflockdtest: listen %s: %w", cfg.Addr, err)
@@ -153,7 +208,10 @@ func Start(cfg Config) (*Server, error) {
 		log:          zerolog.Nop(),
 		ln:           ln,
 		addr:         addr,
-		tbl:          newTable(cfg.MaxLocks, cfg.MaxWaiters, cfg.GCMaxIdle),
+		tbl:          tbl,
+		gen2:         cfg.Generation == Gen2,
+		node:         node,
+		inc:          randomUint64(),
 		hub:          newHub(),
 		defaultLease: int64((cfg.DefaultLease + time.Second - 1) / time.Second),
 		closing:      make(chan struct{}),
@@ -162,7 +220,11 @@ func Start(cfg Config) (*Server, error) {
 		conns:        make(map[*conn]struct{}),
 	}
 	if cfg.Logger != nil {
-		s.log = cfg.Logger.With().Str("component", "dflockdtest").Logger()
+		lc := cfg.Logger.With().Str("component", "dflockdtest")
+		if node != nil {
+			lc = lc.Str("node", node.id)
+		}
+		s.log = lc.Logger()
 	}
 	if cfg.AuthToken != "" {
 		s.authToken = []byte(cfg.AuthToken)
@@ -457,7 +519,8 @@ func (s *Server) Conns() []ConnInfo {
 // Stats returns what the stats command answers (the JSON after "ok "),
 // decoded into a generic map: "connections" is a float64, the arrays are
 // []any of map[string]any, "signal_channels" and "watch_channels" are nil
-// when empty.
+// when empty (signals era; a Gen2 server has neither, and a cluster node
+// adds "cluster").
 func (s *Server) Stats() map[string]any {
 	var m map[string]any
 	if err := json.Unmarshal(s.statsJSON(), &m); err != nil {
@@ -481,9 +544,29 @@ type statsReply struct {
 	Barriers       []struct{}          `json:"barriers"`
 }
 
-// statsJSON renders the RF stats object (Go's encoder, HTML escaping on).
+// statsReplyV2 is the 2.x stats object (protocol-v2.md §6).
+type statsReplyV2 struct {
+	Connections    int64          `json:"connections"`
+	Locks          []lockInfo     `json:"locks"`
+	Semaphores     []semInfo      `json:"semaphores"`
+	IdleLocks      []idleInfo     `json:"idle_locks"`
+	IdleSemaphores []idleInfo     `json:"idle_semaphores"`
+	Cluster        *clusterStatus `json:"cluster,omitempty"`
+}
+
+// statsJSON renders the stats object of the server's generation (Go's
+// encoder, HTML escaping on).
 func (s *Server) statsJSON() []byte {
 	now := time.Now()
+	if s.gen2 {
+		r := statsReplyV2{Connections: s.nconns.Load()}
+		r.Locks, r.Semaphores, r.IdleLocks, r.IdleSemaphores = s.tbl.stats(now, false)
+		if s.node != nil {
+			st := s.node.status()
+			r.Cluster = &st
+		}
+		return mustMarshal(&r)
+	}
 	r := statsReply{
 		Connections: s.nconns.Load(),
 		RWLocks:     []struct{}{},
@@ -494,7 +577,11 @@ func (s *Server) statsJSON() []byte {
 	}
 	r.Locks, r.Semaphores, r.IdleLocks, r.IdleSemaphores = s.tbl.stats(now, !s.cfg.NoFences)
 	r.SignalChannels = s.hub.stats()
-	b, err := json.Marshal(&r)
+	return mustMarshal(&r)
+}
+
+func mustMarshal(v any) []byte {
+	b, err := json.Marshal(v)
 	if err != nil {
 		panic("dflockdtest: marshal stats: " + err.Error())
 	}

@@ -2,6 +2,7 @@ package dflockdtest
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"sort"
 	"sync"
 	"time"
@@ -50,6 +51,12 @@ type session struct {
 	wake chan struct{} // cap 1: one of this session's waiters was granted
 	held map[*holder]struct{}
 	enq  map[string]*waiter
+	// Cluster mode. inc is the serving node's incarnation tag (set once);
+	// ref is the stable ref (set and read on the connection's goroutine
+	// only); blocking is the l/sl waiter the connection is blocked on.
+	inc      uint64
+	ref      string
+	blocking *waiter
 }
 
 func newSession(id uint64) *session {
@@ -74,18 +81,24 @@ type holder struct {
 	fence   uint64
 	state   holderState
 	enq     *waiter // two-phase state that will claim this slot with w, if any
+	ref     string  // the stable ref of the connection that acquired it
+	// orphanUntil is set (cluster mode) when the slot's connection was
+	// cleaned up and ref is set: the slot waits for a re-attach until then.
+	orphanUntil time.Time
 }
 
 // waiter is one queued request (l/sl blocking, or e/se queued), and also the
 // two-phase state of an e/se (queued or acquired).
 type waiter struct {
-	ks         *keyState
-	owner      *session
-	lease      int64
-	prev, next *waiter
-	queued     bool
-	twoPhase   bool
-	holder     *holder // set once granted
+	ks          *keyState
+	owner       *session
+	lease       int64
+	prev, next  *waiter
+	queued      bool
+	twoPhase    bool
+	holder      *holder // set once granted
+	ref         string  // as holder.ref
+	orphanUntil time.Time
 }
 
 // keyState is one lock or semaphore (a lock is a semaphore with limit 1).
@@ -121,6 +134,10 @@ type table struct {
 	maxLocks   int
 	maxWaiters int
 	gcMaxIdle  time.Duration
+	// fenced: a token's first 8 bytes are its fence, big-endian (2.x).
+	fenced bool
+	// cluster: slots re-attach by stable ref; renew rebinds the holder.
+	cluster bool
 
 	rnd    [4096]byte // buffered CSPRNG output for tokens
 	rndPos int
@@ -135,6 +152,23 @@ func newTable(maxLocks, maxWaiters int, gcMaxIdle time.Duration) *table {
 		gcMaxIdle:  gcMaxIdle,
 		rndPos:     4096,
 	}
+}
+
+// fenceTokens makes the table issue 2.x tokens: the fence in the first 8
+// bytes. Like a 2.x server without a fence state file, the counter starts
+// from the wall clock, so fences keep rising across restarts.
+func (t *table) fenceTokens() {
+	t.fenced = true
+	t.fence = uint64(time.Now().UnixNano())
+}
+
+// randomUint64 is 8 bytes of crypto/rand.
+func randomUint64() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("dflockdtest: crypto/rand failed: " + err.Error())
+	}
+	return binary.BigEndian.Uint64(b[:])
 }
 
 func leaseDur(sec int64) time.Duration { return time.Duration(sec) * time.Second }
@@ -204,15 +238,20 @@ func (t *table) unlink(w *waiter) {
 	ks.nwait--
 }
 
-func (t *table) newHolder(ks *keyState, owner *session, lease int64, now time.Time) *holder {
+func (t *table) newHolder(ks *keyState, owner *session, ref string, lease int64, now time.Time) *holder {
 	t.fence++
+	tok := t.newToken()
+	if t.fenced {
+		binary.BigEndian.PutUint64(tok[:8], t.fence)
+	}
 	h := &holder{
-		tok:     t.newToken(),
+		tok:     tok,
 		ks:      ks,
 		owner:   owner,
 		expires: now.Add(leaseDur(lease)),
 		lease:   lease,
 		fence:   t.fence,
+		ref:     ref,
 	}
 	ks.holders = append(ks.holders, h)
 	ks.lastActive = now
@@ -229,7 +268,8 @@ func (t *table) grantHeads(ks *keyState, now time.Time) {
 	for len(ks.holders) < ks.limit && ks.head != nil {
 		w := ks.head
 		t.unlink(w)
-		h := t.newHolder(ks, w.owner, w.lease, now)
+		h := t.newHolder(ks, w.owner, w.ref, w.lease, now)
+		h.orphanUntil = w.orphanUntil
 		w.holder = h
 		if w.twoPhase {
 			h.enq = w
@@ -303,8 +343,23 @@ func (t *table) acquire(sess *session, key []byte, limit int, lease int64, wait 
 		return st, grant{}, nil
 	}
 	t.evictExpired(ks, now)
+	if h, w := t.reattach(sess, ks, lease, now); h != nil {
+		forgetEnqueue(h, ks.key)
+		return stOK, h.grant(), nil
+	} else if w != nil {
+		if w.twoPhase {
+			w.twoPhase = false
+			t.forget(w)
+		}
+		if !wait {
+			// Try once: the re-adopted place stays, as after a timeout.
+			return stTimeout, grant{}, nil
+		}
+		sess.blocking = w
+		return stWait, grant{}, w
+	}
 	if len(ks.holders) < ks.limit && ks.nwait == 0 {
-		return stOK, t.newHolder(ks, sess, lease, now).grant(), nil
+		return stOK, t.newHolder(ks, sess, sess.ref, lease, now).grant(), nil
 	}
 	if t.maxWaiters > 0 && ks.nwait >= t.maxWaiters {
 		return stMaxWaiters, grant{}, nil
@@ -312,8 +367,11 @@ func (t *table) acquire(sess *session, key []byte, limit int, lease int64, wait 
 	if !wait {
 		return stTimeout, grant{}, nil
 	}
-	w := &waiter{ks: ks, owner: sess, lease: lease}
+	w := &waiter{ks: ks, owner: sess, lease: lease, ref: sess.ref}
 	t.push(w)
+	if t.cluster {
+		sess.blocking = w
+	}
 	return stWait, grant{}, w
 }
 
@@ -332,9 +390,21 @@ func (t *table) enqueue(sess *session, key []byte, limit int, lease int64, now t
 	if sess.enq == nil {
 		sess.enq = make(map[string]*waiter)
 	}
+	if h, w := t.reattach(sess, ks, lease, now); h != nil {
+		forgetEnqueue(h, ks.key)
+		w := &waiter{ks: ks, owner: sess, lease: lease, twoPhase: true, holder: h, ref: h.ref}
+		h.enq = w
+		sess.enq[ks.key] = w
+		return stAcquired, h.grant()
+	} else if w != nil {
+		t.forget(w)
+		w.twoPhase = true
+		sess.enq[ks.key] = w
+		return stQueued, grant{}
+	}
 	if len(ks.holders) < ks.limit && ks.nwait == 0 {
-		h := t.newHolder(ks, sess, lease, now)
-		w := &waiter{ks: ks, owner: sess, lease: lease, twoPhase: true, holder: h}
+		h := t.newHolder(ks, sess, sess.ref, lease, now)
+		w := &waiter{ks: ks, owner: sess, lease: lease, twoPhase: true, holder: h, ref: sess.ref}
 		h.enq = w
 		sess.enq[ks.key] = w
 		return stAcquired, h.grant()
@@ -342,7 +412,7 @@ func (t *table) enqueue(sess *session, key []byte, limit int, lease int64, now t
 	if t.maxWaiters > 0 && ks.nwait >= t.maxWaiters {
 		return stMaxWaiters, grant{}
 	}
-	w := &waiter{ks: ks, owner: sess, lease: lease, twoPhase: true}
+	w := &waiter{ks: ks, owner: sess, lease: lease, twoPhase: true, ref: sess.ref}
 	t.push(w)
 	sess.enq[ks.key] = w
 	return stQueued, grant{}
@@ -406,6 +476,7 @@ func (t *table) tryClaim(w *waiter, now time.Time) (st status, g grant, done boo
 	if w.holder == nil {
 		return 0, grant{}, false
 	}
+	unblock(w)
 	st, g = t.claimLocked(w, now)
 	return st, g, true
 }
@@ -416,6 +487,7 @@ func (t *table) tryClaim(w *waiter, now time.Time) (st status, g grant, done boo
 func (t *table) cancelWait(w *waiter, abort bool, now time.Time) (status, grant) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	unblock(w)
 	if w.holder != nil {
 		if abort {
 			t.forget(w)
@@ -455,6 +527,12 @@ func (t *table) release(key, tokArg []byte, now time.Time) bool {
 
 // renew serves n/sn.
 func (t *table) renew(key, tokArg []byte, lease int64, now time.Time) (status, grant) {
+	return t.renewAs(nil, key, tokArg, lease, now)
+}
+
+// renewAs is renew on sess's connection: in cluster mode the holder is
+// rebound to it (auto-release and orphaning follow that connection).
+func (t *table) renewAs(sess *session, key, tokArg []byte, lease int64, now time.Time) (status, grant) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	h := t.lookup(key, tokArg)
@@ -465,16 +543,23 @@ func (t *table) renew(key, tokArg []byte, lease int64, now time.Time) (status, g
 		t.removeHolder(h, hsEvicted, now)
 		return stLeaseExpired, grant{}
 	}
+	if t.cluster && sess != nil {
+		rebind(h, sess)
+	}
 	h.expires = now.Add(leaseDur(lease))
 	h.ks.lastActive = now
 	return stOK, grant{tok: h.tok, lease: lease, fence: h.fence}
 }
 
-// sweep evicts every expired holder and passes the slots on.
+// sweep evicts every expired holder, and in cluster mode every orphan whose
+// time is up, and passes the slots on.
 func (t *table) sweep(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, ks := range t.keys {
+		if t.cluster {
+			t.dropOrphans(ks, now)
+		}
 		if len(ks.holders) > 0 {
 			t.evictExpired(ks, now)
 		}
@@ -509,15 +594,43 @@ func forgetEnqueue(h *holder, key string) {
 // disconnect removes the session's queued waiters and two-phase state and,
 // with autoRelease, releases every slot it acquired.
 func (t *table) disconnect(sess *session, autoRelease bool, now time.Time) {
+	t.leave(sess, autoRelease, 0, now)
+}
+
+// leave is disconnect where, with orphanTTL > 0, the slots (held or waiting)
+// tagged with the session's stable ref become orphans for orphanTTL instead
+// of going. A slot tagged with another ref (renewed here, so rebound to this
+// connection) goes as an untagged one would.
+func (t *table) leave(sess *session, autoRelease bool, orphanTTL time.Duration, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	orphan := func(ref string) bool { return orphanTTL > 0 && ref != "" && ref == sess.ref }
+	if w := sess.blocking; w != nil {
+		// Cluster mode leaves a blocked l/sl here, whatever ended it.
+		sess.blocking = nil
+		switch {
+		case !w.queued:
+		case orphan(w.ref):
+			w.orphanUntil = now.Add(orphanTTL)
+		case autoRelease:
+			t.unlink(w)
+			w.ks.lastActive = now
+		}
+	}
 	if !autoRelease {
 		// As dflockd: without auto-release a closed connection's waiters
 		// keep their places and its holders their slots, until their
 		// timeouts and leases run out.
 		return
 	}
+
 	for _, w := range sess.enq {
+		if orphan(w.ref) {
+			if w.queued {
+				w.orphanUntil = now.Add(orphanTTL)
+			}
+			continue
+		}
 		if w.queued {
 			t.unlink(w)
 			w.ks.lastActive = now
@@ -528,8 +641,96 @@ func (t *table) disconnect(sess *session, autoRelease bool, now time.Time) {
 	}
 	sess.enq = nil
 	for h := range sess.held {
+		if orphan(h.ref) {
+			h.orphanUntil = now.Add(orphanTTL)
+			continue
+		}
 		t.removeHolder(h, hsReleased, now)
 	}
+}
+
+// ---- cluster: stable refs, orphans, re-attach ----
+
+// ownerGone reports whether a slot of owner, orphaned until orphanUntil, may
+// be re-adopted by sess: only when its connection is provably gone, that is
+// cleaned up (orphaned) or of another node or process incarnation.
+func ownerGone(owner *session, orphanUntil time.Time, sess *session) bool {
+	return owner != sess && (!orphanUntil.IsZero() || owner.inc != sess.inc)
+}
+
+// reattach finds ks's slot tagged with sess's stable ref whose owner is gone
+// and rebinds it to sess (protocol-v2.md §7): a held one (h) keeps its token
+// and gets a fresh lease, a waiting one (w) keeps its place in the queue.
+// Both are nil when there is none.
+func (t *table) reattach(sess *session, ks *keyState, lease int64, now time.Time) (*holder, *waiter) {
+	if !t.cluster || sess.ref == "" {
+		return nil, nil
+	}
+	for _, h := range ks.holders {
+		if h.ref == sess.ref && ownerGone(h.owner, h.orphanUntil, sess) {
+			rebind(h, sess)
+			h.expires = now.Add(leaseDur(lease))
+			h.lease = lease
+			ks.lastActive = now
+			return h, nil
+		}
+	}
+	for w := ks.head; w != nil; w = w.next {
+		if w.ref == sess.ref && ownerGone(w.owner, w.orphanUntil, sess) {
+			if w.twoPhase && w.owner.enq[ks.key] == w {
+				delete(w.owner.enq, ks.key)
+			}
+			w.owner = sess
+			w.orphanUntil = time.Time{}
+			w.lease = lease
+			ks.lastActive = now
+			return nil, w
+		}
+	}
+	return nil, nil
+}
+
+// rebind makes sess h's owner; the slot is no longer an orphan.
+func rebind(h *holder, sess *session) {
+	h.orphanUntil = time.Time{}
+	if h.owner == sess {
+		return
+	}
+	delete(h.owner.held, h)
+	h.owner = sess
+	if sess.held == nil {
+		sess.held = make(map[*holder]struct{})
+	}
+	sess.held[h] = struct{}{}
+}
+
+// unblock forgets w as its owner's blocked l/sl, when it is.
+func unblock(w *waiter) {
+	if w.owner.blocking == w {
+		w.owner.blocking = nil
+	}
+}
+
+// dropOrphans removes ks's orphans whose time is up and passes the slots on.
+func (t *table) dropOrphans(ks *keyState, now time.Time) {
+	for w := ks.head; w != nil; {
+		next := w.next
+		if !w.orphanUntil.IsZero() && !now.Before(w.orphanUntil) {
+			t.unlink(w)
+			t.forget(w)
+			ks.lastActive = now
+		}
+		w = next
+	}
+	for i := 0; i < len(ks.holders); {
+		h := ks.holders[i]
+		if !h.orphanUntil.IsZero() && !now.Before(h.orphanUntil) {
+			t.removeHolder(h, hsReleased, now) // swaps another holder into i
+			continue
+		}
+		i++
+	}
+	t.grantHeads(ks, now)
 }
 
 // ---- stats ----

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -17,8 +20,14 @@ func runServe(args []string, e *env) error {
 	c := newCommand("serve", "[flags]",
 		"Run the embedded dflockd-compatible server (locks, semaphores, signals, stats)\n"+
 			"until SIGINT or SIGTERM. It prints one line saying where it listens; with\n"+
-			"--addr host:0 that line carries the port picked. A second signal stops at once.",
-		"  dfstream serve --addr 0.0.0.0:6388 --default-lease 30s --auth-token-file /etc/dfstream/token",
+			"--addr host:0 that line carries the port picked. A second signal stops at once.\n"+
+			"--generation 2 speaks dflockd 2.x instead of the signals era: tokens carry\n"+
+			"their fence, no signals, barrier and stable-ref. --cluster N runs N 2.x nodes\n"+
+			"sharing one lock table on consecutive ports from --addr's (node0 leads), one\n"+
+			"line per node.",
+		"  dfstream serve --addr 0.0.0.0:6388 --default-lease 30s --auth-token-file /etc/dfstream/token\n"+
+			"  dfstream serve --generation 2\n"+
+			"  dfstream serve --cluster 3 --addr 127.0.0.1:7000",
 		e.stdout)
 	fs := c.fs
 	addr := fs.String("addr", dfstream.DefaultServer, "`host:port` to listen on (port 0 picks a free port)")
@@ -32,6 +41,8 @@ func runServe(args []string, e *env) error {
 	cert := fs.String("tls-cert", "", "PEM server certificate `file` (with --tls-key; turns TLS on)")
 	key := fs.String("tls-key", "", "PEM server key `file`")
 	auth := c.addAuthFlags()
+	generation := fs.String("generation", "", "protocol generation: signals (1.11-1.16, the default) or 2 (dflockd 2.x)")
+	clusterNodes := fs.Int("cluster", 0, "run this many 2.x cluster `nodes` on consecutive ports (0: one server)")
 	verbose := fs.Bool("v", false, "debug logs on stderr")
 	c.bindEnv("addr", "DFSTREAM_ADDR")
 	// Not DFSTREAM_TLS_CERT/KEY: those are the client certificate of the
@@ -55,6 +66,18 @@ func runServe(args []string, e *env) error {
 		return usagef("--max-locks must be at least 1")
 	case *maxWaiters < 0 || *maxConns < 0 || *maxSubs < 0:
 		return usagef("--max-waiters, --max-connections and --max-subscriptions must not be negative")
+	case *clusterNodes < 0 || *clusterNodes > maxClusterNodes:
+		return usagef("--cluster takes 1 to %d nodes", maxClusterNodes)
+	}
+	gen, err := parseGeneration(*generation)
+	if err != nil {
+		return err
+	}
+	if *clusterNodes > 0 {
+		if *generation != "" && gen != dflockdtest.Gen2 {
+			return usagef("--cluster runs 2.x nodes; it does not go with --generation %s", *generation)
+		}
+		gen = dflockdtest.Gen2
 	}
 	tok, err := auth.resolve()
 	if err != nil {
@@ -72,6 +95,7 @@ func runServe(args []string, e *env) error {
 		AuthToken:        tok,
 		ShutdownDrain:    *drain,
 		Logger:           &log,
+		Generation:       gen,
 	}
 	if *drain <= 0 {
 		cfg.ShutdownDrain = -1
@@ -92,19 +116,38 @@ func runServe(args []string, e *env) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	srv, err := dflockdtest.Start(cfg)
-	if err != nil {
-		return exitWith(exitUnavailable, fmt.Errorf("serve: %w", lib(err)))
-	}
 	scheme := "tcp"
 	if cfg.TLS != nil {
 		scheme = "tls"
 	}
-	authNote := ""
 	if tok != "" {
-		authNote = ", auth required"
+		scheme += ", auth required"
 	}
-	fmt.Fprintf(e.stdout, "dfstream: listening on %s (%s%s)\n", srv.Addr(), scheme, authNote)
+	if gen == dflockdtest.Gen2 {
+		scheme += ", 2.x"
+	}
+	var srv interface{ Shutdown(context.Context) error }
+	if *clusterNodes > 0 {
+		cl, err := startCluster(cfg, *clusterNodes)
+		if err != nil {
+			return exitWith(exitUnavailable, fmt.Errorf("serve: %w", lib(err)))
+		}
+		for i, a := range cl.Addrs() {
+			role := "follower"
+			if i == cl.Leader() {
+				role = "leader"
+			}
+			fmt.Fprintf(e.stdout, "dfstream: node%d listening on %s (%s, %s)\n", i, a, scheme, role)
+		}
+		srv = cl
+	} else {
+		s, err := dflockdtest.Start(cfg)
+		if err != nil {
+			return exitWith(exitUnavailable, fmt.Errorf("serve: %w", lib(err)))
+		}
+		fmt.Fprintf(e.stdout, "dfstream: listening on %s (%s)\n", s.Addr(), scheme)
+		srv = s
+	}
 
 	sig := <-sigs
 	log.Info().Str("signal", sig.String()).Msg("shutting down")
@@ -122,3 +165,56 @@ func runServe(args []string, e *env) error {
 	}
 	return nil
 }
+
+// maxClusterNodes bounds --cluster: enough for any test of a Raft cluster.
+const maxClusterNodes = 9
+
+// parseGeneration reads --generation.
+func parseGeneration(v string) (dflockdtest.Generation, error) {
+	switch v {
+	case "", "signals", "1":
+		return dflockdtest.GenSignals, nil
+	case "2", "2.x":
+		return dflockdtest.Gen2, nil
+	}
+	return 0, usagef("--generation is signals or 2, not %q", v)
+}
+
+// startCluster starts n cluster nodes with cfg on consecutive ports from
+// cfg.Addr's. Port 0 picks a free run of ports at random below the usual
+// ephemeral range (32768 up): within it, ports next to a free one are often
+// held by the TIME_WAIT of outgoing connections.
+func startCluster(cfg dflockdtest.Config, n int) (*dflockdtest.Cluster, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
+	}
+	base, err := strconv.Atoi(portStr)
+	if err != nil || base < 0 || base+n-1 > 65535 {
+		return nil, fmt.Errorf("--addr %s: no room for %d ports from there", cfg.Addr, n)
+	}
+	tries := 1
+	if base == 0 {
+		tries = 50
+	}
+	for try := 1; ; try++ {
+		port := base
+		if base == 0 {
+			port = clusterPortLow + rand.IntN(clusterPortHigh-clusterPortLow-n)
+		}
+		addrs := make([]string, n)
+		for i := range addrs {
+			addrs[i] = net.JoinHostPort(host, strconv.Itoa(port+i))
+		}
+		cl, err := dflockdtest.StartCluster(dflockdtest.ClusterConfig{Nodes: n, Node: cfg, Addrs: addrs})
+		if err == nil || try >= tries {
+			return cl, err
+		}
+	}
+}
+
+// The range --cluster with port 0 picks its ports from.
+const (
+	clusterPortLow  = 20000
+	clusterPortHigh = 32000
+)
