@@ -2,7 +2,9 @@ package dfstream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -25,6 +27,10 @@ type belief struct {
 	at       time.Time // Acquired.At
 	deadline time.Time // the last Deadline announced (Acquired or Renewed)
 	end      time.Time // zero while still believed held
+	released bool      // the holder called Release
+	how      string    // how the belief ended, for the report
+	lostErr  error     // the reason of the Lost that ended it
+	stale    bool      // reported with its Deadline already past
 }
 
 // interval is the time the holder could rely on the key; empty when the
@@ -45,10 +51,11 @@ type history struct {
 	stale    []string          // Acquired whose Deadline was not after its At
 	lateLost []string          // Lost after the Deadline last announced
 	refenced []string          // Renewed with another fence than the grant
+	failed   map[string]int    // streams ended with Failed, by reason
 }
 
 func newHistory() *history {
-	return &history{acquired: make(map[int]time.Time)}
+	return &history{acquired: make(map[int]time.Time), failed: make(map[string]int)}
 }
 
 func (h *history) acquire(worker int, key string, ev dfstream.Acquired) *belief {
@@ -57,6 +64,7 @@ func (h *history) acquire(worker int, key string, ev dfstream.Acquired) *belief 
 	b := &belief{worker: worker, key: key, fence: ev.Fence, at: ev.At, deadline: ev.Deadline}
 	h.beliefs = append(h.beliefs, b)
 	if !ev.Deadline.After(ev.At) {
+		b.stale = true
 		h.stale = append(h.stale, fmt.Sprintf("worker %d %s fence %d: Acquired with Deadline %v before its At",
 			worker, key, ev.Fence, ev.At.Sub(ev.Deadline)))
 	} else if ev.At.After(h.acquired[worker]) {
@@ -79,21 +87,51 @@ func (h *history) lose(b *belief, ev dfstream.Lost) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if ev.At.After(b.deadline) {
-		h.lateLost = append(h.lateLost, fmt.Sprintf("worker %d %s fence %d: Lost (%v) %v after the Deadline",
-			b.worker, b.key, b.fence, ev.Reason, ev.At.Sub(b.deadline)))
+		during := ""
+		if b.released {
+			during = " during Release"
+		}
+		if b.stale {
+			during += " of a stale grant"
+		}
+		h.lateLost = append(h.lateLost, fmt.Sprintf("worker %d %s fence %d: Lost (%v)%s %v after the Deadline",
+			b.worker, b.key, b.fence, ev.Reason, during, ev.At.Sub(b.deadline)))
 	}
 	if b.end.IsZero() {
 		b.end = ev.At
+		b.how = fmt.Sprintf("Lost (%v)", ev.Reason)
+		b.lostErr = ev.Reason
 	}
 }
 
-// stop records that the holder stopped relying on the key at t.
-func (h *history) stop(b *belief, t time.Time) {
+// stop records that the holder stopped relying on the key at t, and
+// whether it is releasing it.
+func (h *history) stop(b *belief, t time.Time, releasing bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if b.end.IsZero() {
 		b.end = t
+		b.how = "stopped"
+		if releasing {
+			b.how = "released"
+		}
 	}
+	b.released = b.released || releasing
+}
+
+// fail counts a stream that ended with Failed, by its reason.
+func (h *history) fail(err error) {
+	reason := err.Error()
+	for _, known := range []error{dfstream.ErrTimeout, dfstream.ErrConnLost, dfstream.ErrUnreachable,
+		dfstream.ErrDeadlinePassed, dfstream.ErrClosed, context.Canceled} {
+		if errors.Is(err, known) {
+			reason = known.Error()
+			break
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failed[reason]++
 }
 
 // notAcquiredSince reports the workers out of n with no valid Acquired at or
@@ -118,9 +156,9 @@ func (h *history) acquisitions() int {
 
 // verdict is what the checker found.
 type verdict struct {
-	overlaps   []string // more holders at once than the key allows
-	inversions []string // a lock grant with a fence not above the one before
-	duplicates []string // two semaphore grants with the same fence
+	overlaps   []overlap // more holders at once than the key allows
+	inversions []string  // a lock grant with a fence not above the one before
+	duplicates []string  // two semaphore grants with the same fence
 }
 
 // check compares every key's beliefs with its limit (1 for a lock).
@@ -144,11 +182,24 @@ func (h *history) check(limits map[string]int) verdict {
 	return v
 }
 
+// overlap is a grant that made more holders at once than limit.
+type overlap struct {
+	key     string
+	limit   int
+	holders []*belief // the grant last
+}
+
+func (o overlap) String() string {
+	b := o.holders[len(o.holders)-1]
+	return fmt.Sprintf("%s: %d holders at once (limit %d) at worker %d's grant, fence %d: %s",
+		o.key, len(o.holders), o.limit, b.worker, b.fence, describe(o.holders))
+}
+
 // overlaps sweeps the beliefs of one key (sorted by At) and reports every
 // grant that made more than limit holders at once. An interval ending at
 // the instant another starts does not overlap it.
-func overlaps(key string, bs []*belief, limit int) []string {
-	var out []string
+func overlaps(key string, bs []*belief, limit int) []overlap {
+	var out []overlap
 	var open []*belief
 	for _, b := range bs {
 		from, to := b.interval()
@@ -163,8 +214,7 @@ func overlaps(key string, bs []*belief, limit int) []string {
 		}
 		open = append(kept, b)
 		if len(open) > limit {
-			out = append(out, fmt.Sprintf("%s: %d holders at once (limit %d) at worker %d's grant, fence %d: %s",
-				key, len(open), limit, b.worker, b.fence, describe(open)))
+			out = append(out, overlap{key: key, limit: limit, holders: slices.Clone(open)})
 		}
 	}
 	return out
@@ -210,10 +260,14 @@ func describe(bs []*belief) string {
 	s := ""
 	for _, b := range bs {
 		from, to := b.interval()
-		s += fmt.Sprintf("[worker %d fence %d for %v ending %v] ", b.worker, b.fence, to.Sub(from), b.end.Sub(from))
+		s += fmt.Sprintf("[worker %d fence %d from %s for %v, %s after %v] ",
+			b.worker, b.fence, from.Format(faultClock), to.Sub(from), b.how, b.end.Sub(from))
 	}
 	return s
 }
+
+// faultClock formats instants in reports.
+const faultClock = "15:04:05.000"
 
 // holdStream is what a worker needs of a LockStream or SemStream.
 type holdStream interface {
@@ -252,17 +306,19 @@ func follow(h *history, worker int, key string, s holdStream, holdFor time.Durat
 				if b != nil {
 					h.lose(b, e)
 				}
+			case dfstream.Failed:
+				h.fail(e.Err)
 			}
 		case <-release:
 			release = nil
-			h.stop(b, time.Now())
+			h.stop(b, time.Now(), true)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = s.Release(ctx)
 			cancel()
 		case <-stop:
 			stop = nil
 			if b != nil {
-				h.stop(b, time.Now())
+				h.stop(b, time.Now(), true)
 			}
 			_ = s.Close()
 		}
@@ -270,6 +326,6 @@ func follow(h *history, worker int, key string, s holdStream, holdFor time.Durat
 	if b != nil {
 		// A stream that ended without Lost or a release decision (Close
 		// from the Client) stops the belief at its end at the latest.
-		h.stop(b, time.Now())
+		h.stop(b, time.Now(), false)
 	}
 }
