@@ -228,8 +228,7 @@ func TestFaultLocksAndSemaphoresKeepTheirPromise(t *testing.T) {
 		counts: make(map[string]int), resets: make(map[int][]span)}
 	clients := make([]*dfstream.Client, faultWorkers)
 	for w := range faultWorkers {
-		link, err := faultproxy.Start(addr)
-		require.NoError(t, err)
+		link := faultproxy.New(t, addr) // closed below, and by Cleanup on failure
 		in.links = append(in.links, link)
 		clients[w] = newClient(t, []string{link.Addr()})
 	}
