@@ -75,10 +75,13 @@ const (
 	faultReset       = "reset"
 	faultThrottle    = "throttle"
 	faultFreeze      = "server freeze"
-	faultClientKinds = 5 // the kinds before faultFreeze, for an external server
 )
 
-var faultKinds = []string{faultLatency, faultHoleClose, faultHoleDeliver, faultReset, faultThrottle, faultFreeze}
+var (
+	// faultLinkKinds break a client's link: all an external server allows.
+	faultLinkKinds = []string{faultLatency, faultHoleClose, faultHoleDeliver, faultReset, faultThrottle}
+	faultKinds     = append(slices.Clip(faultLinkKinds), faultFreeze)
+)
 
 // injector breaks links and the server at random, from a seeded RNG.
 type injector struct {
@@ -104,7 +107,7 @@ type faultRecord struct {
 func (in *injector) inject() (heal func()) {
 	kinds := faultKinds
 	if in.srv == nil {
-		kinds = kinds[:faultClientKinds]
+		kinds = faultLinkKinds
 	}
 	kind := kinds[in.rng.IntN(len(kinds))]
 	in.counts[kind]++
