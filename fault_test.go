@@ -134,8 +134,9 @@ func (in *injector) reset(w int, do func()) {
 // disconnectRace reports whether an overlap is one the server made by
 // auto-release on disconnect, which no client can precede: every holder
 // past the limit lost the key because the injector reset its connection
-// while it held it (the Lost says the connection went), and the reset was
-// done before the grant that made the overlap was reported.
+// while it held it (the Lost says the connection went), and the reset had
+// begun before the grant that made the overlap was reported (the server
+// may hand the key on before Reset returns).
 func (in *injector) disconnectRace(o overlap) bool {
 	grant := o.holders[len(o.holders)-1]
 	excused := 0
@@ -144,7 +145,7 @@ func (in *injector) disconnectRace(o overlap) bool {
 			continue
 		}
 		for _, r := range in.resets[b.worker] {
-			if !r.to.After(grant.at) && !r.from.After(b.end) && !r.to.Before(b.at) {
+			if !r.from.After(grant.at) && !r.from.After(b.end) && !r.to.Before(b.at) {
 				excused++
 				break
 			}
