@@ -20,6 +20,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -346,14 +347,14 @@ func signal(ch chan struct{}) {
 
 func (pp *path) read() {
 	defer pp.l.p.wg.Done()
+	buf := make([]byte, readSize)
 	for {
 		if !pp.waitRoom() {
 			return
 		}
-		buf := make([]byte, readSize)
 		n, err := pp.src.Read(buf)
 		if n > 0 {
-			pp.push(chunk{data: buf[:n], at: time.Now()})
+			pp.push(chunk{data: bytes.Clone(buf[:n]), at: time.Now()})
 		}
 		if errors.Is(err, io.EOF) {
 			pp.push(chunk{at: time.Now(), eof: true})
