@@ -378,8 +378,11 @@ func (s *holdStream) setDeadline(sent time.Time, lease time.Duration) {
 // runs from when the server handled the request, which is after sent, so
 // no one else can be granted the key before sent+lease. The margin below
 // that absorbs clock-rate differences and delivery to the user; the stream
-// acts half a margin (at most 250ms) earlier still, so that timer and
-// scheduling delays cannot push Lost past the deadline it promised.
+// acts up to a whole margin earlier still (at most 250ms, and never in the
+// first half of what the deadline leaves), so that timer and scheduling
+// delays on a loaded machine do not push Lost past the deadline it
+// promised: the fault suite saw a 1s lease's Lost come 100ms late under
+// -race on two busy cores when the lead was half a margin.
 func (s *holdStream) safeDeadline(sent time.Time, lease time.Duration) (deadline, lossAt time.Time) {
 	margin := s.cfg.safetyMargin
 	if margin == 0 {
@@ -387,7 +390,8 @@ func (s *holdStream) safeDeadline(sent time.Time, lease time.Duration) (deadline
 	}
 	margin = min(margin, lease/2)
 	deadline = sent.Add(lease - margin)
-	return deadline, deadline.Add(-min(margin/2, 250*time.Millisecond))
+	lead := min(margin, (lease-margin)/2, 250*time.Millisecond)
+	return deadline, deadline.Add(-lead)
 }
 
 // renewInterval is how long after a request the next renewal goes out: the
@@ -562,15 +566,20 @@ func (s *holdStream) userErr() error {
 // the turn to a goroutine that backs off and queues again; otherwise the
 // stream ends with a final Lost.
 func (s *holdStream) lose(reason error, final bool) {
-	s.dropConn()
+	// Lost is stamped and emitted before the connection closes: closing it
+	// makes the server hand the key on at once, and the next holder's
+	// grant must not come before this holder was told.
+	lost := Lost{Key: s.key, Reason: reason, At: time.Now()}
 	s.c.renewals.remove(s)
 	s.log.Debug().Err(reason).Msg("lost")
 	if final || s.stopped() || !s.cfg.reacquire {
-		s.end(Lost{Key: s.key, Reason: reason, Final: true, At: time.Now()}, reason)
+		lost.Final = true
+		s.end(lost, reason)
 		return
 	}
 	s.setState(StateBackoff)
-	s.out.emit(Lost{Key: s.key, Reason: reason, At: time.Now()})
+	s.out.emit(lost)
+	s.dropConn()
 	s.c.actors.Go(func() { s.pursue(backOff) })
 }
 
@@ -614,15 +623,16 @@ func (s *holdStream) backoff() error {
 // ended.
 func (s *holdStream) end(final Event, err error) {
 	s.c.renewals.remove(s)
-	s.dropConn()
 	// Err and State are settled before the channel closes: a consumer that
-	// sees it closed reads why at once.
+	// sees it closed reads why at once. The connection closes after the
+	// final event is out (see lose).
 	s.mu.Lock()
 	s.state, s.err = StateEnded, err
 	s.notify()
 	s.mu.Unlock()
 	s.out.emit(final)
 	s.out.close()
+	s.dropConn()
 	if s.unhook != nil {
 		s.unhook()
 	}
