@@ -107,6 +107,8 @@ func (s *holdStream) again(err error) bool {
 	}
 	s.dropConn()
 	if time.Since(s.roundStart) >= s.cfg.acquireTimeout {
+		// The round ends here, and its error says why it was not held.
+		stale.err = fmt.Errorf("%w: not acquired within %v, the last grant given back: %w", ErrTimeout, s.cfg.acquireTimeout, stale.err)
 		return false
 	}
 	s.log.Debug().Err(err).Msg("grant given back; queueing again")

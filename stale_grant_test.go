@@ -330,3 +330,29 @@ func rawHold(t *testing.T, addr, key string, leaseSec int) {
 	t.Helper()
 	require.Regexp(t, `^ok `, rawExchange(t, addr, fmt.Sprintf("l\n%s\n0 %d\n", key, leaseSec)))
 }
+
+// A gone grant found once the acquire time is over ends the round as an
+// acquire that timed out, not as a bare server error.
+func TestQueuedGrantGoneAfterTheAcquireTimeoutIsATimeout(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{LeaseSweepInterval: 50 * time.Millisecond})
+	needServer(t, srv, "freeze")
+	c := newClient(t, []string{addr})
+	key := testKey(t, "k")
+
+	rawHold(t, addr, key, 1) // a holder that never renews
+	s, err := c.Lock(context.Background(), key, dfstream.WithLease(staleLease), dfstream.WithAcquireTimeout(2*staleLease))
+	require.NoError(t, err)
+	nextOf[dfstream.Queued](t, s.Events(), time.Second)
+	time.Sleep(100 * time.Millisecond) // its wait is in
+	srv.Freeze()
+	// The waiter is granted and the grant runs out unclaimed, all after
+	// the acquire timeout would have passed: the wait is answered, and
+	// its confirmation refused, after the thaw.
+	time.Sleep(3 * staleLease)
+	srv.Thaw()
+
+	failed := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
+	assert.ErrorIs(t, failed.Err, dfstream.ErrTimeout)
+	assert.ErrorIs(t, s.Err(), dfstream.ErrTimeout)
+}
