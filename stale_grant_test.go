@@ -266,12 +266,7 @@ func TestQueuedGrantGoneWhenConfirmedQueuesAgain(t *testing.T) {
 			s, err := start(c, key)
 			require.NoError(t, err)
 			nextOf[dfstream.Queued](t, s.Events(), time.Second)
-			time.Sleep(100 * time.Millisecond) // its wait is in
-			srv.Freeze()
-			// The holder's lease runs out, the waiter is granted, and that
-			// grant runs out unclaimed: its wait is answered after the thaw.
-			time.Sleep(3 * staleLease)
-			srv.Thaw()
+			grantGoesStaleWhileFrozen(srv)
 
 			acq := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
 			assert.True(t, acq.Deadline.After(acq.At))
@@ -344,15 +339,21 @@ func TestQueuedGrantGoneAfterTheAcquireTimeoutIsATimeout(t *testing.T) {
 	s, err := c.Lock(context.Background(), key, dfstream.WithLease(staleLease), dfstream.WithAcquireTimeout(2*staleLease))
 	require.NoError(t, err)
 	nextOf[dfstream.Queued](t, s.Events(), time.Second)
-	time.Sleep(100 * time.Millisecond) // its wait is in
-	srv.Freeze()
-	// The waiter is granted and the grant runs out unclaimed, all after
-	// the acquire timeout would have passed: the wait is answered, and
-	// its confirmation refused, after the thaw.
-	time.Sleep(3 * staleLease)
-	srv.Thaw()
+	// All after the acquire timeout would have passed.
+	grantGoesStaleWhileFrozen(srv)
 
 	failed := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
 	assert.ErrorIs(t, failed.Err, dfstream.ErrTimeout)
 	assert.ErrorIs(t, s.Err(), dfstream.ErrTimeout)
+}
+
+// grantGoesStaleWhileFrozen freezes srv while a queued stream's wait is in
+// and its holder's lease (staleLease, never renewed) runs out: the waiter is
+// granted and that grant runs out unclaimed, so the wait is answered after
+// the thaw and its confirmation refused.
+func grantGoesStaleWhileFrozen(srv *dflockdtest.Server) {
+	time.Sleep(100 * time.Millisecond) // the wait is in
+	srv.Freeze()
+	time.Sleep(3 * staleLease)
+	srv.Thaw()
 }
