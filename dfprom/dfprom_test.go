@@ -61,9 +61,9 @@ func TestScrapeAfterGrantLossReacquireAndRelease(t *testing.T) {
 	nextEvent[dfstream.Renewed](t, s.Events())
 
 	got := sc.scrape(t)
-	assert.Equal(t, 1.0, got.value("dfstream_held_streams", lock))
-	assert.Equal(t, 1.0, got.value("dfstream_grants_total", lock))
-	assert.GreaterOrEqual(t, got.value("dfstream_renewal_round_trip_seconds", lock), 1.0)
+	assert.Equal(t, 1.0, got.Value("dfstream_held_streams", lock))
+	assert.Equal(t, 1.0, got.Value("dfstream_grants_total", lock))
+	assert.GreaterOrEqual(t, got.Value("dfstream_renewal_round_trip_seconds", lock), 1.0)
 
 	srv.DropConnections()
 	lost := nextEvent[dfstream.Lost](t, s.Events())
@@ -72,19 +72,19 @@ func TestScrapeAfterGrantLossReacquireAndRelease(t *testing.T) {
 	require.NoError(t, s.Release(ctx))
 
 	got = sc.scrape(t)
-	assert.Equal(t, 2.0, got.value("dfstream_grants_total", lock))
-	assert.Equal(t, 2.0, got.value("dfstream_acquire_wait_seconds", map[string]string{"kind": "lock", "outcome": "granted"}))
-	assert.Equal(t, 1.0, got.value("dfstream_reacquire_attempts_total", lock))
-	assert.Equal(t, 1.0, got.value("dfstream_losses_total", map[string]string{"kind": "lock", "reason": "conn_lost"}))
-	assert.Equal(t, 1.0, got.value("dfstream_losses_total", lock), "one loss, of one reason")
-	assert.Equal(t, 1.0, got.value("dfstream_releases_total", lock))
-	assert.Equal(t, 1.0, got.value("dfstream_hold_duration_seconds", map[string]string{"kind": "lock", "end": "lost"}))
-	assert.Equal(t, 1.0, got.value("dfstream_hold_duration_seconds", map[string]string{"kind": "lock", "end": "released"}))
-	assert.Equal(t, 0.0, got.value("dfstream_held_streams", lock))
-	assert.Equal(t, 0.0, got.value("dfstream_queued_streams", lock))
-	assert.Equal(t, 2.0, got.value("dfstream_pool_gets_total", map[string]string{"result": "miss"}))
-	assert.Equal(t, 2.0, got.value("dfstream_dials_total", map[string]string{"result": "ok"}))
-	assert.Equal(t, 1.0, got.value("dfstream_pool_idle_connections", nil), "the released connection is pooled")
+	assert.Equal(t, 2.0, got.Value("dfstream_grants_total", lock))
+	assert.Equal(t, 2.0, got.Value("dfstream_acquire_wait_seconds", map[string]string{"kind": "lock", "outcome": "granted"}))
+	assert.Equal(t, 1.0, got.Value("dfstream_reacquire_attempts_total", lock))
+	assert.Equal(t, 1.0, got.Value("dfstream_losses_total", map[string]string{"kind": "lock", "reason": "conn_lost"}))
+	assert.Equal(t, 1.0, got.Value("dfstream_losses_total", lock), "one loss, of one reason")
+	assert.Equal(t, 1.0, got.Value("dfstream_releases_total", lock))
+	assert.Equal(t, 1.0, got.Value("dfstream_hold_duration_seconds", map[string]string{"kind": "lock", "end": "lost"}))
+	assert.Equal(t, 1.0, got.Value("dfstream_hold_duration_seconds", map[string]string{"kind": "lock", "end": "released"}))
+	assert.Equal(t, 0.0, got.Value("dfstream_held_streams", lock))
+	assert.Equal(t, 0.0, got.Value("dfstream_queued_streams", lock))
+	assert.Equal(t, 2.0, got.Value("dfstream_pool_gets_total", map[string]string{"result": "miss"}))
+	assert.Equal(t, 2.0, got.Value("dfstream_dials_total", map[string]string{"result": "ok"}))
+	assert.Equal(t, 1.0, got.Value("dfstream_pool_idle_connections", nil), "the released connection is pooled")
 	for _, fam := range got {
 		for _, m := range fam.GetMetric() {
 			for _, l := range m.GetLabel() {
@@ -106,17 +106,17 @@ func TestScrapeCountsQueuedStreams(t *testing.T) {
 
 	key := map[string]string{"kind": "lock", "key": "q"}
 	got := sc.scrape(t)
-	assert.Equal(t, 1.0, got.value("dfstream_queued_streams", key))
-	assert.Equal(t, 1.0, got.value("dfstream_held_streams", key))
+	assert.Equal(t, 1.0, got.Value("dfstream_queued_streams", key))
+	assert.Equal(t, 1.0, got.Value("dfstream_held_streams", key))
 
 	require.NoError(t, first.Release(ctx))
 	nextEvent[dfstream.Acquired](t, second.Events())
 	require.NoError(t, second.Close())
 	got = sc.scrape(t)
-	assert.Equal(t, 0.0, got.value("dfstream_queued_streams", key))
-	assert.Equal(t, 0.0, got.value("dfstream_held_streams", key))
-	assert.Equal(t, 2.0, got.value("dfstream_releases_total", key))
-	assert.Equal(t, 2.0, got.value("dfstream_pool_gets_total", map[string]string{"result": "miss"}),
+	assert.Equal(t, 0.0, got.Value("dfstream_queued_streams", key))
+	assert.Equal(t, 0.0, got.Value("dfstream_held_streams", key))
+	assert.Equal(t, 2.0, got.Value("dfstream_releases_total", key))
+	assert.Equal(t, 2.0, got.Value("dfstream_pool_gets_total", map[string]string{"result": "miss"}),
 		"both streams dialled: the first released after the second connected")
 }
 
@@ -143,8 +143,8 @@ func TestScrapeAfterSignalOverflowAndReconnect(t *testing.T) {
 
 	sub := map[string]string{"pattern": "jobs.*", "group": ""}
 	got := sc.scrape(t)
-	assert.Equal(t, float64(sent), got.value("dfstream_signals_received_total", sub))
-	assert.Equal(t, float64(st.Dropped), got.value("dfstream_signals_dropped_total", sub))
+	assert.Equal(t, float64(sent), got.Value("dfstream_signals_received_total", sub))
+	assert.Equal(t, float64(st.Dropped), got.Value("dfstream_signals_dropped_total", sub))
 
 	srv.DropConnections()
 	for range 2 * sent { // read everything up to the Reconnected
@@ -154,9 +154,9 @@ func TestScrapeAfterSignalOverflowAndReconnect(t *testing.T) {
 	}
 	got = sc.scrape(t)
 	server := map[string]string{"server": srv.Addr()}
-	assert.Equal(t, 1.0, got.value("dfstream_signal_disconnects_total", map[string]string{"server": srv.Addr(), "reason": "conn_lost"}))
-	assert.Equal(t, 1.0, got.value("dfstream_signal_reconnects_total", server))
-	assert.Equal(t, 1.0, got.value("dfstream_signal_reconnect_downtime_seconds", server))
+	assert.Equal(t, 1.0, got.Value("dfstream_signal_disconnects_total", map[string]string{"server": srv.Addr(), "reason": "conn_lost"}))
+	assert.Equal(t, 1.0, got.Value("dfstream_signal_reconnects_total", server))
+	assert.Equal(t, 1.0, got.Value("dfstream_signal_reconnect_downtime_seconds", server))
 }
 
 func TestScrapeCountsHandlerOutcomes(t *testing.T) {
@@ -188,10 +188,10 @@ func TestScrapeCountsHandlerOutcomes(t *testing.T) {
 		<-done
 	}
 	require.Eventually(t, func() bool {
-		return sc.scrape(t).value("dfstream_handler_duration_seconds", map[string]string{"pattern": "orders.*"}) == 3
+		return sc.scrape(t).Value("dfstream_handler_duration_seconds", map[string]string{"pattern": "orders.*"}) == 3
 	}, wait, 5*time.Millisecond)
 	got := sc.scrape(t)
-	assert.Equal(t, 2.0, got.value("dfstream_handler_duration_seconds", map[string]string{"pattern": "orders.*", "group": "", "outcome": "ok"}))
-	assert.Equal(t, 1.0, got.value("dfstream_handler_duration_seconds", map[string]string{"pattern": "orders.*", "group": "", "outcome": "error"}))
-	assert.Equal(t, 3.0, got.value("dfstream_signals_received_total", map[string]string{"pattern": "orders.*"}))
+	assert.Equal(t, 2.0, got.Value("dfstream_handler_duration_seconds", map[string]string{"pattern": "orders.*", "group": "", "outcome": "ok"}))
+	assert.Equal(t, 1.0, got.Value("dfstream_handler_duration_seconds", map[string]string{"pattern": "orders.*", "group": "", "outcome": "error"}))
+	assert.Equal(t, 3.0, got.Value("dfstream_signals_received_total", map[string]string{"pattern": "orders.*"}))
 }
