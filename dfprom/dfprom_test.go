@@ -48,7 +48,7 @@ func nextEvent[E dfstream.Event](t *testing.T, events <-chan dfstream.Event) E {
 	}
 }
 
-func TestScrapeAfterGrantLossReacquireAndRelease(t *testing.T) {
+func TestScrapeAfterAScriptedRun(t *testing.T) {
 	t.Parallel()
 	srv, c, sc := setup(t)
 	ctx := context.Background()
@@ -92,6 +92,38 @@ func TestScrapeAfterGrantLossReacquireAndRelease(t *testing.T) {
 			}
 		}
 	}
+
+	// Signals: a consumer that reads nothing overflows the buffer (two
+	// signals fit in the Events channel and the buffer each, one more may
+	// be staged, the rest drop); then the connection is dropped and the
+	// stream reconnects.
+	ss, err := c.Signals(ctx, dfstream.WithSignalBuffer(2), dfstream.WithSignalEventBuffer(2),
+		dfstream.WithSignalBackoff(10*time.Millisecond, 50*time.Millisecond))
+	require.NoError(t, err)
+	defer ss.Close()
+	require.NoError(t, ss.Listen(ctx, "jobs.*"))
+	const sent = 20
+	for i := range sent {
+		n, err := c.Emit(ctx, "jobs.a", fmt.Sprint(i))
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+	}
+	require.Eventually(t, func() bool { return ss.Stats().Received == sent }, wait, 5*time.Millisecond)
+	st := ss.Stats()
+	require.Positive(t, st.Dropped)
+
+	sub := map[string]string{"pattern": "jobs.*", "group": ""}
+	got = sc.scrape(t)
+	assert.Equal(t, float64(sent), got.Value("dfstream_signals_received_total", sub))
+	assert.Equal(t, float64(st.Dropped), got.Value("dfstream_signals_dropped_total", sub))
+
+	srv.DropConnections()
+	nextEvent[dfstream.Reconnected](t, ss.Events())
+	got = sc.scrape(t)
+	server := map[string]string{"server": srv.Addr()}
+	assert.Equal(t, 1.0, got.Value("dfstream_signal_disconnects_total", map[string]string{"server": srv.Addr(), "reason": "conn_lost"}))
+	assert.Equal(t, 1.0, got.Value("dfstream_signal_reconnects_total", server))
+	assert.Equal(t, 1.0, got.Value("dfstream_signal_reconnect_downtime_seconds", server))
 }
 
 func TestScrapeCountsQueuedStreams(t *testing.T) {
@@ -109,6 +141,15 @@ func TestScrapeCountsQueuedStreams(t *testing.T) {
 	assert.Equal(t, 1.0, got.Value("dfstream_queued_streams", key))
 	assert.Equal(t, 1.0, got.Value("dfstream_held_streams", key))
 
+	// One more gives up at once, another is closed while queued.
+	_, err = c.AcquireLock(ctx, "q", dfstream.WithAcquireTimeout(0))
+	require.ErrorIs(t, err, dfstream.ErrTimeout)
+	third, err := c.Lock(ctx, "q")
+	require.NoError(t, err)
+	nextEvent[dfstream.Queued](t, third.Events())
+	assert.Equal(t, 2.0, sc.scrape(t).Value("dfstream_queued_streams", key))
+	require.NoError(t, third.Close())
+
 	require.NoError(t, first.Release(ctx))
 	nextEvent[dfstream.Acquired](t, second.Events())
 	require.NoError(t, second.Close())
@@ -116,47 +157,10 @@ func TestScrapeCountsQueuedStreams(t *testing.T) {
 	assert.Equal(t, 0.0, got.Value("dfstream_queued_streams", key))
 	assert.Equal(t, 0.0, got.Value("dfstream_held_streams", key))
 	assert.Equal(t, 2.0, got.Value("dfstream_releases_total", key))
-	assert.Equal(t, 2.0, got.Value("dfstream_pool_gets_total", map[string]string{"result": "miss"}),
-		"both streams dialled: the first released after the second connected")
-}
-
-func TestScrapeAfterSignalOverflowAndReconnect(t *testing.T) {
-	t.Parallel()
-	srv, c, sc := setup(t)
-	ctx := context.Background()
-	// A consumer that reads nothing: two signals fit in the Events
-	// channel and the buffer each (one more may be staged), the rest drop.
-	s, err := c.Signals(ctx, dfstream.WithSignalBuffer(2), dfstream.WithSignalEventBuffer(2),
-		dfstream.WithSignalBackoff(10*time.Millisecond, 50*time.Millisecond))
-	require.NoError(t, err)
-	defer s.Close()
-	require.NoError(t, s.Listen(ctx, "jobs.*"))
-	const sent = 20
-	for i := range sent {
-		n, err := c.Emit(ctx, "jobs.a", fmt.Sprint(i))
-		require.NoError(t, err)
-		require.Equal(t, 1, n)
-	}
-	require.Eventually(t, func() bool { return s.Stats().Received == sent }, wait, 5*time.Millisecond)
-	st := s.Stats()
-	require.Positive(t, st.Dropped)
-
-	sub := map[string]string{"pattern": "jobs.*", "group": ""}
-	got := sc.scrape(t)
-	assert.Equal(t, float64(sent), got.Value("dfstream_signals_received_total", sub))
-	assert.Equal(t, float64(st.Dropped), got.Value("dfstream_signals_dropped_total", sub))
-
-	srv.DropConnections()
-	for range 2 * sent { // read everything up to the Reconnected
-		if _, ok := (<-s.Events()).(dfstream.Reconnected); ok {
-			break
-		}
-	}
-	got = sc.scrape(t)
-	server := map[string]string{"server": srv.Addr()}
-	assert.Equal(t, 1.0, got.Value("dfstream_signal_disconnects_total", map[string]string{"server": srv.Addr(), "reason": "conn_lost"}))
-	assert.Equal(t, 1.0, got.Value("dfstream_signal_reconnects_total", server))
-	assert.Equal(t, 1.0, got.Value("dfstream_signal_reconnect_downtime_seconds", server))
+	outcome := func(o string) map[string]string { return map[string]string{"kind": "lock", "key": "q", "outcome": o} }
+	assert.Equal(t, 2.0, got.Value("dfstream_acquire_wait_seconds", outcome("granted")))
+	assert.Equal(t, 1.0, got.Value("dfstream_acquire_wait_seconds", outcome("timeout")))
+	assert.Equal(t, 1.0, got.Value("dfstream_acquire_wait_seconds", outcome("cancelled")))
 }
 
 func TestScrapeCountsHandlerOutcomes(t *testing.T) {
