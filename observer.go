@@ -56,7 +56,7 @@ type Observer interface {
 	// Lost is called when a held key is lost (reason matches
 	// ErrConnLost, ErrRenewRefused, ErrDeadlinePassed, ErrLeaseExpired,
 	// …), held being how long it was held; on the goroutine that found
-	// out (a renewal, the connection watcher, or Release).
+	// out (a renewal, the connection watcher, or Release or Close).
 	Lost(s StreamRef, held time.Duration, reason error)
 	// Released is called when a held key is released cleanly, on the
 	// goroutine calling Release or Close.

@@ -162,7 +162,7 @@ func New(opts ...Option) (*Metrics, error) {
 	}, m.idleConns)
 	m.sigReceived = counter("dfstream_signals_received_total", "Signals read by signal streams, by subscription.", "pattern", "group")
 	m.sigDropped = counter("dfstream_signals_dropped_total", "Signals dropped by a signal stream's overflow policy, by the subscription of the signal that overflowed the buffer.", "pattern", "group")
-	m.disconnects = counter("dfstream_signal_disconnects_total", "Signal connections lost, by reason.", "server", "reason")
+	m.disconnects = counter("dfstream_signal_disconnects_total", "Signal connection outages (a loss, and the failed attempts that follow it, count once), by reason.", "server", "reason")
 	m.reconnects = counter("dfstream_signal_reconnects_total", "Signal streams connected and subscribed again after a loss.", "server")
 	m.downtime = histogram("dfstream_signal_reconnect_downtime_seconds", "How long signals may have been missed, per reconnection.", "server")
 	m.handlerTime = histogram("dfstream_handler_duration_seconds", "Router handler run time, by outcome.", "pattern", "group", "outcome")
