@@ -103,6 +103,8 @@ type Metrics struct {
 	losses       *prometheus.CounterVec
 	releases     *prometheus.CounterVec
 	poolGets     *prometheus.CounterVec
+	poolHits     prometheus.Counter // poolGets, resolved once: on every cycle
+	poolMisses   prometheus.Counter
 	dials        *prometheus.CounterVec
 	poolIdle     prometheus.GaugeFunc
 	sigReceived  *prometheus.CounterVec
@@ -115,6 +117,23 @@ type Metrics struct {
 
 	mu      sync.Mutex
 	clients map[*dfstream.Client]struct{}
+
+	// The series of each kind (and key, with WithKeyLabel), resolved once:
+	// a lookup by label values hashes them, and a lock cycle touches
+	// several.
+	seriesMu sync.RWMutex
+	series   map[seriesKey]*streamSeries
+}
+
+type seriesKey struct{ kind, key string }
+
+// streamSeries are the per-stream series of one kind (and key).
+type streamSeries struct {
+	lv                                       []string
+	grants, releases, reacquires, renewFails prometheus.Counter
+	held, queued                             prometheus.Gauge
+	renewRTT, holdReleased, holdLost         prometheus.Observer
+	waitGranted                              prometheus.Observer
 }
 
 var _ dfstream.Observer = (*Metrics)(nil)
@@ -127,7 +146,11 @@ func New(opts ...Option) (*Metrics, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	m := &Metrics{keyLabel: cfg.keyLabel, clients: map[*dfstream.Client]struct{}{}}
+	m := &Metrics{
+		keyLabel: cfg.keyLabel,
+		clients:  map[*dfstream.Client]struct{}{},
+		series:   map[seriesKey]*streamSeries{},
+	}
 	stream := func(extra ...string) []string {
 		l := []string{"kind"}
 		if cfg.keyLabel {
@@ -155,6 +178,7 @@ func New(opts ...Option) (*Metrics, error) {
 	m.losses = counter("dfstream_losses_total", "Held keys lost, by reason.", stream("reason")...)
 	m.releases = counter("dfstream_releases_total", "Held keys released cleanly.", stream()...)
 	m.poolGets = counter("dfstream_pool_gets_total", "Connections taken by lock and semaphore streams: from the pool (hit) or to be dialled (miss).", "result")
+	m.poolHits, m.poolMisses = m.poolGets.WithLabelValues("hit"), m.poolGets.WithLabelValues("miss")
 	m.dials = counter("dfstream_dials_total", "Lock connections dialled, by result.", "result")
 	m.poolIdle = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dfstream_pool_idle_connections",
@@ -211,13 +235,48 @@ func (m *Metrics) idleConns() float64 {
 	return float64(n)
 }
 
-// labels returns the label values of a per-stream metric: kind (and key
-// with WithKeyLabel), then extra.
-func (m *Metrics) labels(s dfstream.StreamRef, extra ...string) []string {
+// of returns the per-stream series of s's kind (and key).
+func (m *Metrics) of(s dfstream.StreamRef) *streamSeries {
+	k := seriesKey{kind: s.Kind}
 	if m.keyLabel {
-		return append([]string{s.Kind, s.Key}, extra...)
+		k.key = s.Key
 	}
-	return append([]string{s.Kind}, extra...)
+	m.seriesMu.RLock()
+	ss := m.series[k]
+	m.seriesMu.RUnlock()
+	if ss != nil {
+		return ss
+	}
+	lv := []string{s.Kind}
+	if m.keyLabel {
+		lv = append(lv, s.Key)
+	}
+	ss = &streamSeries{
+		lv:         lv,
+		grants:     m.grants.WithLabelValues(lv...),
+		releases:   m.releases.WithLabelValues(lv...),
+		reacquires: m.reacquires.WithLabelValues(lv...),
+		renewFails: m.renewFails.WithLabelValues(lv...),
+		held:       m.held.WithLabelValues(lv...),
+		queued:     m.queued.WithLabelValues(lv...),
+		renewRTT:   m.renewRTT.WithLabelValues(lv...),
+	}
+	ss.holdReleased = m.holdDuration.WithLabelValues(ss.with("released")...)
+	ss.holdLost = m.holdDuration.WithLabelValues(ss.with("lost")...)
+	ss.waitGranted = m.acquireWait.WithLabelValues(ss.with("granted")...)
+	m.seriesMu.Lock()
+	if old := m.series[k]; old != nil {
+		ss = old
+	} else {
+		m.series[k] = ss
+	}
+	m.seriesMu.Unlock()
+	return ss
+}
+
+// with returns the label values of ss followed by extra.
+func (ss *streamSeries) with(extra string) []string {
+	return append(ss.lv[:len(ss.lv):len(ss.lv)], extra)
 }
 
 // ClientOpened implements dfstream.Observer.
@@ -237,56 +296,62 @@ func (m *Metrics) ClientClosed(c *dfstream.Client) {
 // AcquireStarted implements dfstream.Observer.
 func (m *Metrics) AcquireStarted(s dfstream.StreamRef, attempt int) {
 	if attempt > 0 {
-		m.reacquires.WithLabelValues(m.labels(s)...).Inc()
+		m.of(s).reacquires.Inc()
 	}
 }
 
 // AcquireQueued implements dfstream.Observer.
 func (m *Metrics) AcquireQueued(s dfstream.StreamRef) {
-	m.queued.WithLabelValues(m.labels(s)...).Inc()
+	m.of(s).queued.Inc()
 }
 
 // AcquireEnded implements dfstream.Observer.
 func (m *Metrics) AcquireEnded(s dfstream.StreamRef, wait time.Duration, queued bool, err error) {
-	lv := m.labels(s)
+	ss := m.of(s)
 	if queued {
-		m.queued.WithLabelValues(lv...).Dec()
+		ss.queued.Dec()
 	}
-	m.acquireWait.WithLabelValues(append(lv, acquireOutcome(err))...).Observe(wait.Seconds())
-	if err == nil {
-		m.grants.WithLabelValues(lv...).Inc()
-		m.held.WithLabelValues(lv...).Inc()
+	if err != nil {
+		m.acquireWait.WithLabelValues(ss.with(acquireOutcome(err))...).Observe(wait.Seconds())
+		return
 	}
+	ss.waitGranted.Observe(wait.Seconds())
+	ss.grants.Inc()
+	ss.held.Inc()
 }
 
 // Renewal implements dfstream.Observer.
 func (m *Metrics) Renewal(s dfstream.StreamRef, rtt time.Duration, err error) {
 	if err != nil {
-		m.renewFails.WithLabelValues(m.labels(s)...).Inc()
+		m.of(s).renewFails.Inc()
 		return
 	}
-	m.renewRTT.WithLabelValues(m.labels(s)...).Observe(rtt.Seconds())
+	m.of(s).renewRTT.Observe(rtt.Seconds())
 }
 
 // Lost implements dfstream.Observer.
 func (m *Metrics) Lost(s dfstream.StreamRef, held time.Duration, reason error) {
-	lv := m.labels(s)
-	m.held.WithLabelValues(lv...).Dec()
-	m.holdDuration.WithLabelValues(append(lv, "lost")...).Observe(held.Seconds())
-	m.losses.WithLabelValues(append(lv, LossReason(reason))...).Inc()
+	ss := m.of(s)
+	ss.held.Dec()
+	ss.holdLost.Observe(held.Seconds())
+	m.losses.WithLabelValues(ss.with(LossReason(reason))...).Inc()
 }
 
 // Released implements dfstream.Observer.
 func (m *Metrics) Released(s dfstream.StreamRef, held time.Duration) {
-	lv := m.labels(s)
-	m.held.WithLabelValues(lv...).Dec()
-	m.holdDuration.WithLabelValues(append(lv, "released")...).Observe(held.Seconds())
-	m.releases.WithLabelValues(lv...).Inc()
+	ss := m.of(s)
+	ss.held.Dec()
+	ss.holdReleased.Observe(held.Seconds())
+	ss.releases.Inc()
 }
 
 // PoolGet implements dfstream.Observer.
 func (m *Metrics) PoolGet(_ string, hit bool) {
-	m.poolGets.WithLabelValues(pick(hit, "hit", "miss")).Inc()
+	if hit {
+		m.poolHits.Inc()
+		return
+	}
+	m.poolMisses.Inc()
 }
 
 // Dialed implements dfstream.Observer.
