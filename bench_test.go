@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dfstream/dfstream"
 	"github.com/dfstream/dfstream/dflockdtest"
+	"github.com/dfstream/dfstream/dfprom"
 )
 
 // The lock-cycle benchmarks run side by side against one dflockdtest
@@ -48,14 +51,26 @@ func BenchmarkRawWireCycle(b *testing.B) {
 	})
 }
 
+// The observed cases are LockStreamCycle/pooled with an Observer: a
+// NopObserver (the cost of the calls alone) and dfprom's Metrics.
 func BenchmarkLockStreamCycle(b *testing.B) {
 	srv := dflockdtest.New(b, dflockdtest.Config{})
+	m, err := dfprom.New(dfprom.WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, bc := range []struct {
 		name string
 		pool int
-	}{{"pooled", dfstream.DefaultPoolSize}, {"nopool", 0}} {
+		obs  dfstream.Observer
+	}{
+		{"pooled", dfstream.DefaultPoolSize, nil},
+		{"nopool", 0, nil},
+		{"pooled-nopobserver", dfstream.DefaultPoolSize, dfstream.NopObserver{}},
+		{"pooled-prometheus", dfstream.DefaultPoolSize, m},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
-			c, err := dfstream.New(dfstream.WithServers(srv.Addr()), dfstream.WithPoolSize(bc.pool))
+			c, err := dfstream.New(dfstream.WithServers(srv.Addr()), dfstream.WithPoolSize(bc.pool), dfstream.WithObserver(bc.obs))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -12,5 +12,8 @@
 // byte, and report errors that match this package's sentinels with
 // errors.Is.
 //
+// An Observer (WithObserver) is told what the streams do, for metrics; the
+// dfprom package implements it with Prometheus.
+//
 // The dflockdtest package is an in-process server for tests and examples.
 package dfstream

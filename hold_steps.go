@@ -85,6 +85,7 @@ func (s *holdStream) pursue(step pursuit) {
 // through every enqueue the round needs.
 func (s *holdStream) newRound() {
 	s.roundStart, s.queuedInRound = time.Now(), false
+	s.observeRound()
 }
 
 // staleGrant is a grant an acquire round gives back rather than hold: its
@@ -126,6 +127,7 @@ func (s *holdStream) failed(err error) {
 // retrying drops the connection of a failed round and reports whether the
 // stream will try again; when not, it has ended.
 func (s *holdStream) retrying(err error) bool {
+	s.observeRoundEnd(err)
 	s.dropConn()
 	if s.cfg.reacquire && !s.stopped() && retryable(err) {
 		s.log.Debug().Err(err).Msg("acquire failed; will retry")
@@ -158,6 +160,7 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 	var lc *lockConn
 	if !fresh {
 		lc = s.c.pools[s.srv].get()
+		s.c.observePool(s.srv, lc != nil)
 	}
 	if lc == nil {
 		// Bounded here, so that the dialer need not bound it again.
@@ -233,6 +236,7 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 		// back is still waiting for the same acquire, and the outbox's
 		// reserve counts one Queued a round.
 		s.queuedInRound = true
+		s.observeQueued()
 		s.out.emit(Queued{Key: s.key, At: time.Now()})
 	}
 	return false, nil
@@ -362,6 +366,7 @@ func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, leas
 	s.state, s.grant, s.heldUntil = StateHeld, ev, s.lossAt
 	s.notify()
 	s.mu.Unlock()
+	s.observeRoundEnd(nil)
 	s.attempt = 0
 	s.out.emit(ev)
 	s.schedule(sent)
@@ -465,6 +470,7 @@ func (s *holdStream) renew() error {
 		return err
 	}
 	line, err := s.conn.exchange(context.Background(), req, s.lossAt)
+	s.observeRenewal(sent, err)
 	if err != nil {
 		if ranOut(err, s.lossAt) {
 			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
@@ -550,6 +556,7 @@ func (s *holdStream) release(ctx context.Context) error {
 	s.mu.Unlock()
 	s.conn = nil
 	s.c.pools[s.srv].put(lc, s.c.watcher) // unless a hurry came first: see usable
+	s.observeEnd(nil)
 	s.end(Released{Key: s.key, At: time.Now()}, s.userErr())
 	return nil
 }
@@ -572,6 +579,7 @@ func (s *holdStream) lose(reason error, final bool) {
 	// makes the server hand the key on at once, and the next holder's
 	// grant must not come before this holder was told.
 	lost := Lost{Key: s.key, Reason: reason, At: time.Now()}
+	s.observeEnd(reason)
 	s.c.renewals.remove(s)
 	s.log.Debug().Err(reason).Msg("lost")
 	if final || s.stopped() || !s.cfg.reacquire {

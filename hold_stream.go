@@ -77,6 +77,7 @@ type holdStream struct {
 	conn          *lockConn
 	roundStart    time.Time     // when this acquire round began
 	queuedInRound bool          // it has emitted Queued
+	inRound       bool          // the Observer was told the round started
 	lease         time.Duration // what renewals ask for
 	granted       time.Duration // what the server last applied
 	token         string

@@ -54,6 +54,7 @@ type clientConfig struct {
 	serverReadTimeout time.Duration
 	poolSize          int
 	logger            zerolog.Logger
+	observer          Observer // nil: nothing reported
 	stream            streamConfig
 }
 

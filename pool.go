@@ -47,7 +47,9 @@ func (c *Client) lockConn(ctx context.Context, i int) (*lockConn, error) {
 // be connected to in time is ErrUnreachable; refused credentials
 // (ErrAuth), a bad token (ErrInvalidInput) and a cancelled ctx are not.
 func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
+	start := time.Now()
 	sc, err := c.dialer.DialSync(ctx, c.cfg.servers[i])
+	c.observeDial(i, start, err)
 	switch {
 	case err == nil:
 		return &lockConn{SyncConn: sc}, nil

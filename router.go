@@ -603,6 +603,7 @@ func (r *Router) offer(rt *route, sig Signal, touched []*route) []*route {
 	}
 	rt.dropped.Add(1)
 	r.dropped.Add(1)
+	r.observeDrop(rt)
 	if rt.unrep == 0 {
 		touched = append(touched, rt)
 	}
@@ -668,7 +669,10 @@ func (r *Router) stop(err error) {
 func (r *Router) work(ctx context.Context, rt *route) {
 	for sig := range rt.q {
 		var err error
-		if !r.try(func() { err = rt.final.HandleSignal(ctx, sig) }) {
+		start := r.handlerStart()
+		ok := r.try(func() { err = rt.final.HandleSignal(ctx, sig) })
+		r.observeHandler(rt, start, ok, err)
+		if !ok {
 			r.failed.Add(1)
 			continue
 		}

@@ -343,6 +343,7 @@ func (a *sigActor) resubscribed() {
 			At:       now,
 		})
 		s.log.Info().Int("attempts", a.attempt).Dur("down", now.Sub(a.downSince)).Msg("reconnected")
+		s.observeReconnected(now.Sub(a.downSince), a.attempt)
 		a.attempt = 0
 		if a.staged == nil {
 			a.staged = s.box.next()
@@ -789,6 +790,7 @@ func (a *sigActor) lost(reason error) {
 		}
 		s.log.Warn().Err(reason).Time("since", a.downSince).Msg("signal connection lost")
 		s.box.pushState(Disconnected{Server: s.addr, Reason: reason, Since: a.downSince, At: now})
+		s.observeDisconnected(reason)
 		// The new connection's signals wait for Reconnected.
 		s.box.hold()
 		if a.staged == nil {

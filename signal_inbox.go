@@ -63,8 +63,9 @@ func (b *sigInbox) notify() {
 	}
 }
 
-// pushSignal runs on the reader goroutine.
-func (b *sigInbox) pushSignal(sig Signal) {
+// pushSignal runs on the reader goroutine. It reports whether the overflow
+// policy dropped a signal.
+func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -88,7 +89,7 @@ func (b *sigInbox) pushSignal(sig Signal) {
 		switch b.policy {
 		case DropNewest:
 			b.overflow(len(b.q) > 0 && b.ovPos == len(b.q)-1)
-			return
+			return true
 		case DropOldest:
 			if b.stagedSig {
 				// The staged signal is the oldest: the actor takes the
@@ -101,12 +102,13 @@ func (b *sigInbox) pushSignal(sig Signal) {
 		case FailStream:
 			b.failed, b.closed = true, true
 			b.notify()
-			return
+			return true
 		}
 	}
 	b.q = append(b.q, sig)
 	b.nsig++
 	b.notify()
+	return held >= b.max
 }
 
 // overflow records one dropped signal in an Overflow event: the pending one

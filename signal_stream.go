@@ -562,7 +562,7 @@ func (s *SignalStream) onPush(p wire.Push) {
 	}
 	sig.At = time.Now()
 	s.delivered(sig.At.UnixNano())
-	s.box.pushSignal(sig)
+	s.observeSignal(sig, s.box.pushSignal(sig))
 }
 
 // onProbe records the arrival of a probe of this stream (probePayload). A

@@ -78,6 +78,9 @@ func New(opts ...Option) (*Client, error) {
 	for range cfg.servers {
 		c.pools = append(c.pools, &pool{max: cfg.poolSize, staleAfter: cfg.serverReadTimeout / 2})
 	}
+	if o := cfg.observer; o != nil {
+		o.ClientOpened(c)
+	}
 	return c, nil
 }
 
@@ -110,6 +113,9 @@ func (c *Client) Close() error {
 	}
 	c.watcher.Close()
 	c.renewals.close()
+	if o := c.cfg.observer; o != nil {
+		o.ClientClosed(c)
+	}
 	close(c.closeDone)
 	return nil
 }

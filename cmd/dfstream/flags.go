@@ -361,13 +361,13 @@ func loadCAs(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// newClient builds a Client from the common flags.
-func (f *commonFlags) newClient() (*dfstream.Client, error) {
+// newClient builds a Client from the common flags, and extra options.
+func (f *commonFlags) newClient(extra ...dfstream.Option) (*dfstream.Client, error) {
 	opts, err := f.options()
 	if err != nil {
 		return nil, err
 	}
-	c, err := dfstream.New(opts...)
+	c, err := dfstream.New(append(opts, extra...)...)
 	if err != nil {
 		return nil, exitWith(exitUsage, lib(err))
 	}

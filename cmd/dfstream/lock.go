@@ -59,6 +59,7 @@ func runHold(name string, args []string, e *env) error {
 			"token; 0 when the server issues none) for fenced writes.",
 		example, e.stdout)
 	common := c.addCommonFlags(e.stderr)
+	metrics := c.addMetricsFlag()
 	fs := c.fs
 	acquireTimeout := waitValue(dfstream.DefaultAcquireTimeout)
 	fs.Var(&acquireTimeout, "acquire-timeout", "`duration` to wait for KEY (0: try once; inf or -1: forever)")
@@ -94,7 +95,12 @@ func runHold(name string, args []string, e *env) error {
 	if err := checkKey("KEY", key); err != nil {
 		return err
 	}
-	client, err := common.newClient()
+	mopts, stopMetrics, err := metrics.client(e.stderr)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	client, err := common.newClient(mopts...)
 	if err != nil {
 		return err
 	}

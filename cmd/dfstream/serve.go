@@ -41,6 +41,7 @@ func runServe(args []string, e *env) error {
 	cert := fs.String("tls-cert", "", "PEM server certificate `file` (with --tls-key; turns TLS on)")
 	key := fs.String("tls-key", "", "PEM server key `file`")
 	auth := c.addAuthFlags()
+	metrics := c.addMetricsFlag()
 	generation := fs.String("generation", "", "protocol generation: signals (1.11-1.16, the default) or 2 (dflockd 2.x)")
 	clusterNodes := fs.Int("cluster", 0, "run this many 2.x cluster `nodes` on consecutive ports (0: one server)")
 	verbose := fs.Bool("v", false, "debug logs on stderr")
@@ -127,6 +128,7 @@ func runServe(args []string, e *env) error {
 		scheme += ", 2.x"
 	}
 	var srv interface{ Shutdown(context.Context) error }
+	var nodes func() []*dflockdtest.Server // read at each scrape
 	if *clusterNodes > 0 {
 		cl, err := startCluster(cfg, *clusterNodes)
 		if err != nil {
@@ -140,6 +142,13 @@ func runServe(args []string, e *env) error {
 			fmt.Fprintf(e.stdout, "dfstream: node%d listening on %s (%s, %s)\n", i, a, scheme, role)
 		}
 		srv = cl
+		nodes = func() []*dflockdtest.Server {
+			out := make([]*dflockdtest.Server, cl.Nodes())
+			for i := range out {
+				out[i] = cl.Node(i)
+			}
+			return out
+		}
 	} else {
 		s, err := dflockdtest.Start(cfg)
 		if err != nil {
@@ -147,7 +156,14 @@ func runServe(args []string, e *env) error {
 		}
 		fmt.Fprintf(e.stdout, "dfstream: listening on %s (%s)\n", s.Addr(), scheme)
 		srv = s
+		nodes = func() []*dflockdtest.Server { return []*dflockdtest.Server{s} }
 	}
+	stopMetrics, err := metrics.server(e.stderr, nodes)
+	if err != nil {
+		_ = srv.Shutdown(context.Background())
+		return err
+	}
+	defer stopMetrics()
 
 	sig := <-sigs
 	log.Info().Str("signal", sig.String()).Msg("shutting down")

@@ -22,6 +22,7 @@ func runWatch(args []string, e *env) error {
 		"  dfstream watch 'orders.*.created' --json\n  dfstream watch 'jobs.>' --group workers",
 		e.stdout)
 	common := c.addCommonFlags(e.stderr)
+	metrics := c.addMetricsFlag()
 	group := c.fs.String("group", "", "join the queue group `G`: each signal goes to one member of the group")
 	asJSON := c.fs.Bool("json", false, "print JSON lines {\"channel\",\"payload\",\"time\"}")
 	pos, rest, dashdash, err := c.parse(args)
@@ -42,7 +43,12 @@ func runWatch(args []string, e *env) error {
 			return err
 		}
 	}
-	client, err := common.newClient()
+	mopts, stopMetrics, err := metrics.client(e.stderr)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	client, err := common.newClient(mopts...)
 	if err != nil {
 		return err
 	}
