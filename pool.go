@@ -93,7 +93,8 @@ func (lc *lockConn) hangUp() {
 }
 
 // exchange sends req and reads its reply before deadline and within ctx
-// (see wire.SyncConn.ExchangeContext). A failure closes the connection.
+// (see wire.SyncConn.ExchangeContext). After a failure the connection is
+// dead, but its socket stays open until the caller closes it.
 func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline time.Time) (string, error) {
 	if lc.watch == nil {
 		return lc.ExchangeContext(ctx, req, deadline)

@@ -39,10 +39,13 @@ var ErrNoReply = errors.New("dflockd: connection ended before any reply")
 // connection needs (the server never pushes on it).
 //
 // Every exchange is bounded by a deadline. Any failure (a write or read
-// error, a deadline, a line over the cap) stops the SyncConn and closes the
-// socket: the reply stream is out of step, so the connection is never used
-// again. Input that fails validation returns an InputError and leaves it
-// open.
+// error, a deadline, a line over the cap) stops the SyncConn: the reply
+// stream is out of step, so the connection is never used again, and every
+// later read or write on it fails at once. The socket stays open until the
+// owner calls Close, so that the owner decides when the server sees the
+// connection end: a lock holder must say Lost before that, since the
+// server releases the connection's locks as soon as it does. Input that
+// fails validation returns an InputError and leaves it open.
 type SyncConn struct {
 	nc       net.Conn
 	lr       *LineReader
@@ -310,7 +313,9 @@ func (c *SyncConn) fail(cmd string, err error) error {
 		err = fmt.Errorf("%s: %w", cmd, err)
 	}
 	c.err.CompareAndSwap(nil, &closedError{cause: err})
-	_ = c.nc.Close()
+	// Not closed here (see SyncConn): a deadline long past fails whatever
+	// else touches the socket until the owner closes it.
+	_ = c.nc.SetDeadline(aLongTimeAgo)
 	return c.Err()
 }
 
