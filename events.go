@@ -25,7 +25,9 @@ type Acquired struct {
 	Token string        // the server's token for this grant (a bearer credential)
 	Lease time.Duration // the lease the server applied
 	// Fence is the server's fencing token for this grant; 0 when the server
-	// does not issue fences (dflockd 1.10).
+	// does not issue fences (dflockd 1.10). Signals-era servers send it in
+	// the reply; on 2.x it is the token's first 16 hex digits (see
+	// Generation). Compare the fences of one key only.
 	Fence uint64
 	// Deadline is the local safe deadline: the holder must stop relying on
 	// the lock by then unless a renewal moves it. The stream emits Lost no
