@@ -612,6 +612,9 @@ func (c *Client) probeSignals(ctx context.Context, srv int, conn *wire.Conn) err
 		ctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
 		defer cancel()
 		err := c.learnGeneration(ctx, srv, func(req wire.Request) (string, error) { return conn.Do(ctx, req) })
+		if errors.Is(err, ErrAuth) {
+			err = fmt.Errorf("signals: authentication refused: %w", err) // as when the stream's first request is
+		}
 		if err != nil {
 			_ = conn.Close()
 			return fmt.Errorf("dfstream: %w", err)
