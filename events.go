@@ -51,7 +51,9 @@ type Renewed struct {
 // Lost reports that the lock or slot was held and no longer is, without the
 // user asking (or found gone when the user released it). Reason is
 // matchable with errors.Is: ErrConnLost, ErrRenewRefused, ErrDeadlinePassed
-// or ErrLeaseExpired, or ErrProtocol for a reply that could not be parsed.
+// or ErrLeaseExpired, or ErrProtocol for a reply that could not be parsed. A
+// 2.x server shutting down answers error_draining and closes the
+// connection: ErrConnLost, and ErrDraining too.
 type Lost struct {
 	Key    string
 	Reason error
