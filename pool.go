@@ -46,9 +46,10 @@ func (c *Client) lockConn(ctx context.Context, i int) (*lockConn, error) {
 
 // dialLock dials a new lock connection to server i, and probes the
 // server's generation on it when the Client does not know it yet. A server
-// that cannot be connected to in time (or does not answer the probe) is
-// ErrUnreachable; refused credentials (ErrAuth), a bad token
-// (ErrInvalidInput) and a cancelled ctx are not.
+// that cannot be connected to in time is ErrUnreachable, one that drops the
+// connection or stays silent during the probe ErrConnLost; refused
+// credentials (ErrAuth), a bad token (ErrInvalidInput) and a cancelled ctx
+// are neither.
 func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 	sc, err := c.dialer.DialSync(ctx, c.cfg.servers[i])
 	probed := err == nil && c.gens[i].load() == GenUnknown
