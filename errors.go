@@ -21,6 +21,7 @@ var (
 	ErrAlreadyEnqueued = wire.ErrAlreadyEnqueued // a second enqueue on one connection
 	ErrLeaseExpired    = wire.ErrLeaseExpired    // the server says the lease ran out
 	ErrTypeMismatch    = wire.ErrTypeMismatch    // the key is a read-write lock
+	ErrDraining        = wire.ErrDraining        // a 2.x server shutting down: the connection is gone
 	ErrServer          = wire.ErrServer          // any server error, including unknown statuses
 	ErrProtocol        = wire.ErrProtocol        // a reply that could not be parsed
 	ErrInvalidInput    = wire.ErrInvalidInput    // rejected before anything was sent

@@ -25,7 +25,9 @@ type Acquired struct {
 	Token string        // the server's token for this grant (a bearer credential)
 	Lease time.Duration // the lease the server applied
 	// Fence is the server's fencing token for this grant; 0 when the server
-	// does not issue fences (dflockd 1.10).
+	// does not issue fences (dflockd 1.10). Signals-era servers send it in
+	// the reply; on 2.x it is the token's first 16 hex digits (see
+	// Generation). Compare the fences of one key only.
 	Fence uint64
 	// Deadline is the local safe deadline: the holder must stop relying on
 	// the lock by then unless a renewal moves it. The stream emits Lost no
@@ -49,7 +51,9 @@ type Renewed struct {
 // Lost reports that the lock or slot was held and no longer is, without the
 // user asking (or found gone when the user released it). Reason is
 // matchable with errors.Is: ErrConnLost, ErrRenewRefused, ErrDeadlinePassed
-// or ErrLeaseExpired, or ErrProtocol for a reply that could not be parsed.
+// or ErrLeaseExpired, or ErrProtocol for a reply that could not be parsed. A
+// 2.x server shutting down answers error_draining and closes the
+// connection: ErrConnLost, and ErrDraining too.
 type Lost struct {
 	Key    string
 	Reason error

@@ -35,6 +35,11 @@ func needServer(t *testing.T, srv *dflockdtest.Server, why string) {
 	}
 }
 
+// signalsEra states the generation of the servers a test fakes (raw,
+// scripted, silent, or behind a lagging proxy): they speak the signals era
+// but cannot, or must not, answer the Client's probe of it.
+var signalsEra = dfstream.WithGeneration(dfstream.GenSignals)
+
 // newClient returns a Client for addr, closed when the test ends. It adds
 // the auth token of an external server when one is configured.
 func newClient(t *testing.T, addrs []string, opts ...dfstream.Option) *dfstream.Client {

@@ -200,8 +200,9 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 	var sent time.Time
 	var line string
 	// On a pooled connection the server closed while it was idle, the
-	// enqueue gets no byte of reply (see lockConn.stale): it goes once
-	// more, on a fresh connection.
+	// enqueue gets no byte of reply, and on a draining server it gets
+	// error_draining (see lockConn.stale): it goes once more, on a fresh
+	// connection.
 	for fresh := false; ; fresh = true {
 		var lc *lockConn
 		if lc, err = s.connect(fresh); err != nil {
@@ -210,7 +211,7 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 		// A lease left to the server's default is unknown until the
 		// reply: then only the check in becomeHeld stands between a late
 		// reply and the user.
-		if line, sent, err = s.grantExchange(s.enqueueReq, s.cfg.lease); !lc.stale(err) {
+		if line, sent, err = s.grantExchange(s.enqueueReq, s.cfg.lease); fresh || !lc.stale(err) {
 			break
 		}
 		s.dropConn()
@@ -274,6 +275,9 @@ func (s *holdStream) awaitGrant() error {
 		return err
 	}
 	line, sent, err := s.grantExchange(renew, s.lease)
+	if errors.Is(err, wire.ErrDraining) {
+		return &staleGrant{fmt.Errorf("grant gone before it was confirmed: %w", err)}
+	}
 	if err != nil {
 		return err
 	}
@@ -346,6 +350,7 @@ func (s *holdStream) wantedLease(granted time.Duration) time.Duration {
 // not take the grant: it fails, and dropping the connection gives the key
 // back.
 func (s *holdStream) becomeHeld(sent time.Time, token string, fence uint64, lease time.Duration) error {
+	fence = s.c.grantFence(s.srv, token, fence)
 	s.token, s.fence = token, fence
 	s.lease, s.granted = s.wantedLease(lease), lease
 	s.setDeadline(sent, lease)

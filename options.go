@@ -53,6 +53,7 @@ type clientConfig struct {
 	connectTimeout    time.Duration
 	serverReadTimeout time.Duration
 	poolSize          int
+	generation        Generation // GenUnknown: probe each server
 	logger            zerolog.Logger
 	observer          Observer // nil: nothing reported
 	stream            streamConfig

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,19 +44,34 @@ func (c *Client) lockConn(ctx context.Context, i int) (*lockConn, error) {
 	return c.dialLock(ctx, i)
 }
 
-// dialLock dials a new lock connection to server i. A server that cannot
-// be connected to in time is ErrUnreachable; refused credentials
-// (ErrAuth), a bad token (ErrInvalidInput) and a cancelled ctx are not.
+// dialLock dials a new lock connection to server i, and probes the
+// server's generation on it when the Client does not know it yet. A server
+// that cannot be connected to in time is ErrUnreachable, one that drops the
+// connection or stays silent during the probe ErrConnLost; refused
+// credentials (ErrAuth), a bad token (ErrInvalidInput) and a cancelled ctx
+// are neither.
 func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 	start := time.Now()
 	sc, err := c.dialer.DialSync(ctx, c.cfg.servers[i])
 	c.observeDial(i, start, err)
+	probed := err == nil && c.gens[i].load() == GenUnknown
+	if probed {
+		deadline := time.Now().Add(c.cfg.connectTimeout)
+		err = c.learnGeneration(ctx, i, func(req wire.Request) (string, error) {
+			return sc.ExchangeContext(ctx, req, deadline)
+		})
+		if err != nil {
+			_ = sc.Close()
+		}
+	}
 	switch {
 	case err == nil:
 		return &lockConn{SyncConn: sc}, nil
 	case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput),
 		errors.Is(ctx.Err(), context.Canceled):
 		return nil, fmt.Errorf("dfstream: %w", err)
+	case probed && errors.Is(err, wire.ErrClosed):
+		return nil, fmt.Errorf("dfstream: %w", connLost(err)) // connected, and lost during the probe
 	default:
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
@@ -66,9 +82,11 @@ func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 // connections, restarting), which the check on the way out of the pool
 // can miss when the close is still in flight. No byte of a reply arrived,
 // so the request may be sent once more on a fresh connection (see
-// wire.ErrNoReply).
+// wire.ErrNoReply). So may a request a 2.x server answered error_draining,
+// pooled connection or not: it did not act on it, and a fresh connection
+// reaches whichever server listens at the address now.
 func (lc *lockConn) stale(err error) bool {
-	return lc.pooled && errors.Is(err, wire.ErrNoReply)
+	return lc.pooled && errors.Is(err, wire.ErrNoReply) || errors.Is(err, wire.ErrDraining)
 }
 
 // watchWith starts watching lc for the server hanging up, once; the caller
@@ -94,14 +112,21 @@ func (lc *lockConn) hangUp() {
 
 // exchange sends req and reads its reply before deadline and within ctx
 // (see wire.SyncConn.ExchangeContext). After a failure the connection is
-// dead, but its socket stays open until the caller closes it.
+// dead, but its socket stays open until the caller closes it. An
+// error_draining reply fails the exchange as a connection lost before any
+// reply (matching wire.ErrClosed and wire.ErrDraining) and closes the
+// connection: the server closes it after that reply anyway, and never
+// acted on the request.
 func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline time.Time) (string, error) {
-	if lc.watch == nil {
-		return lc.ExchangeContext(ctx, req, deadline)
+	if lc.watch != nil {
+		lc.watch.Pause()
 	}
-	lc.watch.Pause()
 	line, err := lc.ExchangeContext(ctx, req, deadline)
-	if err == nil {
+	if err == nil && strings.HasPrefix(line, "error_draining") && errors.Is(wire.ParseOK(req.Cmd, line), wire.ErrDraining) {
+		_ = lc.SyncConn.Close()
+		return "", fmt.Errorf("dflockd: %s: %w: %w", req.Cmd, wire.ErrDraining, wire.ErrClosed)
+	}
+	if err == nil && lc.watch != nil {
 		lc.watch.Resume()
 	}
 	return line, err

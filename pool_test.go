@@ -213,7 +213,7 @@ func TestPoolNeverReusesAConnectionWithUnreadBytes(t *testing.T) {
 				wrote <- struct{}{}
 				return err == nil
 			})
-			c := newClient(t, []string{addr})
+			c := newClient(t, []string{addr}, signalsEra)
 			for i := range 5 {
 				n, err := c.Emit(context.Background(), "ch", strconv.Itoa(i))
 				require.NoError(t, err)
@@ -246,7 +246,7 @@ func TestPoolRequestOnAConnectionClosedAsItArrivesGoesAgainOnAFreshOne(t *testin
 				}
 				return answer(c, req)
 			})
-			c := newClient(t, []string{addr})
+			c := newClient(t, []string{addr}, signalsEra)
 			ctx := context.Background()
 			require.NoError(t, pc.call(ctx, c, "k"))
 			closeNext.Store(true)

@@ -325,13 +325,17 @@ type subSnapshot struct {
 // which listens to nothing yet. It returns an error when the first
 // connection cannot be made: matching ErrUnreachable when the server cannot
 // be reached (refused, timed out, TLS handshake failed), ErrAuth when it
-// refuses the token. After that the stream reconnects by itself, for as long
-// as it takes: an unreachable server is then reported by Disconnected and
-// retried, not an error. A server that requires a token this Client does
-// not send (none configured) accepts the connection and refuses its first
-// request: the stream then ends with Failed matching ErrAuth, and the
-// Listen or Emit in flight returns that error. The stream ends when ctx
-// ends or Close is called.
+// refuses the token, ErrUnsupported when the server's generation has no
+// signals (1.10, 2.x), which Signals knows from the Client's probe of the
+// server (made on that first connection, unless the Client made it before
+// or WithGeneration states it). After that the stream reconnects by itself,
+// for as long as it takes: an unreachable server is then reported by
+// Disconnected and retried, not an error. A server that requires a token
+// this Client does not send (none configured) accepts the connection and
+// refuses its first request: when that is the probe, Signals returns an
+// error matching ErrAuth; otherwise the stream ends with Failed matching
+// ErrAuth, and the Listen or Emit in flight returns that error. The stream
+// ends when ctx ends or Close is called.
 func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStream, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
@@ -348,13 +352,14 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 	if !cfg.heartbeatSet && c.cfg.serverReadTimeout/2 < cfg.heartbeat {
 		cfg.heartbeat = c.cfg.serverReadTimeout / 2
 	}
-	addr := c.cfg.servers[0]
-	if cfg.server != "" {
-		if _, err := c.serverIndex(cfg.server); err != nil {
-			return nil, err
-		}
-		addr = cfg.server
+	srv, err := c.serverIndex(cfg.server)
+	if err != nil {
+		return nil, err
 	}
+	if err := c.needSignals(srv); err != nil {
+		return nil, err
+	}
+	addr := c.cfg.servers[srv]
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
 	s := &SignalStream{
@@ -373,6 +378,9 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 	s.lastSeen.Store(time.Now().UnixNano())
 
 	conn, err := c.dial(ctx, addr, wire.WithPushHandler(s.onPush))
+	if err == nil {
+		err = c.probeSignals(ctx, srv, conn)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
@@ -595,10 +603,35 @@ func (s *SignalStream) delivered(t int64) {
 	}
 }
 
+// probeSignals learns the generation of server srv on conn, the signal
+// stream's first connection, unless the Client knows it, and returns an
+// *UnsupportedError when the server has no signals. On any error conn is
+// closed.
+func (c *Client) probeSignals(ctx context.Context, srv int, conn *wire.Conn) error {
+	if c.gens[srv].load() == GenUnknown {
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
+		defer cancel()
+		err := c.learnGeneration(ctx, srv, func(req wire.Request) (string, error) { return conn.Do(ctx, req) })
+		if errors.Is(err, ErrAuth) {
+			err = fmt.Errorf("signals: authentication refused: %w", err) // as when the stream's first request is
+		}
+		if err != nil {
+			_ = conn.Close()
+			return fmt.Errorf("dfstream: %w", err)
+		}
+	}
+	if err := c.needSignals(srv); err != nil {
+		_ = conn.Close()
+		return err
+	}
+	return nil
+}
+
 // unreachable marks the error of a failed dial as ErrUnreachable, unless
-// the server refused the token or the input was invalid.
+// the server refused the token, the input was invalid, or the server has
+// no signals.
 func unreachable(err error) error {
-	if errors.Is(err, ErrAuth) || errors.Is(err, ErrInvalidInput) {
+	if errors.Is(err, ErrAuth) || errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrUnsupported) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", ErrUnreachable, err)
@@ -613,8 +646,10 @@ func (s *SignalStream) end(err error) {
 // Emit sends one signal from a pooled connection to the Client's first
 // server, for publishers that do not listen, and returns the number of
 // copies the server queued (see SignalStream.Emit). Invalid input is an
-// error matching ErrInvalidInput, and nothing is sent. Use a SignalStream
-// (WithSignalServer) to emit on another server.
+// error matching ErrInvalidInput, and nothing is sent; so is a server
+// without signals, an error matching ErrUnsupported (its generation known
+// from the Client's probe, or stated with WithGeneration). Use a
+// SignalStream (WithSignalServer) to emit on another server.
 func (c *Client) Emit(ctx context.Context, channel, payload string) (int, error) {
 	if ctx == nil {
 		return 0, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
@@ -628,6 +663,12 @@ func (c *Client) Emit(ctx context.Context, channel, payload string) (int, error)
 	c.mu.Unlock()
 	if closed {
 		return 0, ErrClosed
+	}
+	if _, err := c.generation(ctx, 0); err != nil {
+		return 0, err
+	}
+	if err := c.needSignals(0); err != nil {
+		return 0, err
 	}
 	var n int
 	err = c.roundTrip(ctx, 0, req, func(line string) (err error) {

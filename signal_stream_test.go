@@ -649,7 +649,7 @@ func TestSignalCommandsAreAnsweredWhileSignalsArrive(t *testing.T) {
 func TestSignalInvalidInputIsATypedErrorAndNothingIsSent(t *testing.T) {
 	t.Parallel()
 	l := newSilentListener(t)
-	c := newClient(t, []string{l.Addr()})
+	c := newClient(t, []string{l.Addr()}, signalsEra)
 	ctx := ctxT(t, 5*time.Second)
 
 	long := strings.Repeat("x", 257)
@@ -974,7 +974,7 @@ func TestSignalStreamEndsWhenReconnectingCannotSucceed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			addr := scriptedServer(t, tc.reply)
-			opts := []dfstream.Option{dfstream.WithServers(addr)}
+			opts := []dfstream.Option{dfstream.WithServers(addr), signalsEra}
 			if tc.token != "" {
 				opts = append(opts, dfstream.WithAuthToken(tc.token))
 			}
@@ -1002,7 +1002,7 @@ func TestSignalStreamEndsWhenReconnectingCannotSucceed(t *testing.T) {
 // backoff unless opts say otherwise, to a scriptedServer.
 func scriptedSignals(t *testing.T, addr string, opts ...dfstream.SignalOption) *dfstream.SignalStream {
 	t.Helper()
-	c, err := dfstream.New(dfstream.WithServers(addr))
+	c, err := dfstream.New(dfstream.WithServers(addr), signalsEra)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	all := append([]dfstream.SignalOption{dfstream.WithHeartbeat(0), dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond)}, opts...)
@@ -1153,7 +1153,9 @@ func TestSignalMissingAuthTokenEndsTheStreamWithErrAuth(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			c, err := dfstream.New(dfstream.WithServers(addr)) // no token
+			// No token; the generation stated, so that the first request
+			// is the stream's rather than the Client's probe.
+			c, err := dfstream.New(dfstream.WithServers(addr), signalsEra)
 			require.NoError(t, err)
 			defer c.Close()
 			start := time.Now()
@@ -1170,6 +1172,20 @@ func TestSignalMissingAuthTokenEndsTheStreamWithErrAuth(t *testing.T) {
 			assert.ErrorIs(t, err, dfstream.ErrClosed)
 		})
 	}
+}
+
+// With the generation unknown, the first request on the connection is the
+// Client's probe of it: its refusal is Signals' error, at once.
+func TestSignalMissingAuthTokenWithTheGenerationUnknownIsErrAuthFromSignals(t *testing.T) {
+	t.Parallel()
+	addr, srv := testServer(t, dflockdtest.Config{AuthToken: "secret"})
+	needServer(t, srv, "auth token")
+	c, err := dfstream.New(dfstream.WithServers(addr)) // no token
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Signals(ctxT(t, 10*time.Second))
+	assert.ErrorIs(t, err, dfstream.ErrAuth)
+	assert.NotErrorIs(t, err, dfstream.ErrUnreachable)
 }
 
 func TestSignalListenOvertakenByUnlistenOnALiveConnectionIsErrUnlistened(t *testing.T) {
@@ -1319,9 +1335,10 @@ func emitFresh(addr, channel, payload string) emitRecord {
 }
 
 // restartGracefully starts shutting old down with a long drain (it keeps
-// serving its connections) and starts a new server on its address, as a
-// restarted dflockd does. It returns the new server and when it took over.
-func restartGracefully(t *testing.T, old *dflockdtest.Server) (*dflockdtest.Server, time.Time) {
+// serving its connections) and starts a new server configured by cfg on its
+// address, as a restarted dflockd does. It returns the new server and when
+// it took over.
+func restartGracefully(t *testing.T, old *dflockdtest.Server, cfg dflockdtest.Config) (*dflockdtest.Server, time.Time) {
 	t.Helper()
 	drainCtx, stopDrain := context.WithCancel(context.Background())
 	drained := make(chan struct{})
@@ -1333,9 +1350,10 @@ func restartGracefully(t *testing.T, old *dflockdtest.Server) (*dflockdtest.Serv
 	// The old listener closes first; SO_REUSEADDR (Go sets it) lets the new
 	// one bind while the old process still has connections on the port.
 	var srv *dflockdtest.Server
+	cfg.Addr = old.Addr()
 	require.Eventually(t, func() bool {
 		var err error
-		srv, err = dflockdtest.Start(dflockdtest.Config{Addr: old.Addr()})
+		srv, err = dflockdtest.Start(cfg)
 		return err == nil
 	}, 5*time.Second, time.Millisecond, "the new server cannot bind %s", old.Addr())
 	took := time.Now()
@@ -1359,7 +1377,7 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 	require.Equal(t, 1, emitFresh(addr, ch, "old").n)
 	last := nextSignal(t, s, 5*time.Second) // the last delivery through the old process
 
-	_, took := restartGracefully(t, old)
+	_, took := restartGracefully(t, old, dflockdtest.Config{})
 	assert.NotEmpty(t, old.Conns(), "the old process still serves the stream's connection")
 
 	// An emitter goes on through the new process all along.

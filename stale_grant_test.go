@@ -126,7 +126,7 @@ func slowLink(t *testing.T, srv *dflockdtest.Server, lagging bool, opts ...dfstr
 	if lagging {
 		p.SetLatency(faultproxy.ToClient, replyLag)
 	}
-	return newClient(t, []string{p.Addr()}, opts...), p
+	return newClient(t, []string{p.Addr()}, append([]dfstream.Option{signalsEra}, opts...)...), p
 }
 
 // holderOf waits until the server shows key held.

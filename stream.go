@@ -45,6 +45,7 @@ type Client struct {
 	cfg      clientConfig
 	dialer   wire.Dialer
 	pools    []*pool
+	gens     []*serverGen    // per server, as pools
 	watcher  *hangup.Watcher // notices servers hanging up on lock connections
 	renewals renewals        // when held streams renew
 
@@ -71,6 +72,7 @@ func New(opts ...Option) (*Client, error) {
 			TLS:       cfg.tls,
 			AuthToken: cfg.authToken,
 		},
+		gens:      newServerGens(cfg.servers, cfg.generation),
 		watcher:   hangup.New(),
 		streams:   make(map[Stream]struct{}),
 		closeDone: make(chan struct{}),
@@ -151,6 +153,8 @@ func (c *Client) shard(key string) (int, error) {
 // Stats asks the server at addr (one of the configured servers, or "" for
 // the first) for its state. A server that cannot be connected to is an
 // error matching ErrUnreachable; a nil ctx, an unknown addr, ErrInvalidInput.
+// A 2.x server that answers error_draining on a pooled connection is asked
+// again on a fresh one, which reaches the server listening at addr now.
 func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
