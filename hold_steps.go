@@ -155,7 +155,9 @@ func (s *holdStream) exchangeErr(err error) error {
 }
 
 // connect takes a pooled connection or dials one (always, when fresh); a
-// dial is cancelled when the stream stops.
+// dial is cancelled when the stream stops, and a stream stopped meanwhile
+// gets its stop cause, the connection left in s.conn for the caller to
+// drop.
 func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 	var lc *lockConn
 	if !fresh {
@@ -186,10 +188,18 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 		}
 	}
 	lc.owner.Store(s)
-	s.conn = lc
+	s.conn = lc // the caller drops it, on error too
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Checked under mu, which shut's hurry takes after it stops the
+	// stream: either that hurry finds lc live and interrupts its exchange,
+	// or lc never goes live. Otherwise a Close that came just before would
+	// leave the next exchange to run its course, up to the connect timeout
+	// and beyond on a silent server.
+	if s.stopped() {
+		return nil, s.cause
+	}
 	s.live = lc
-	s.mu.Unlock()
 	return lc, nil
 }
 
