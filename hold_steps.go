@@ -263,9 +263,16 @@ func (s *holdStream) awaitGrant() error {
 	if err != nil {
 		return err
 	}
-	// The server answers "timeout" when the wait runs out; the connect
-	// timeout on top is for that answer to arrive.
-	line, err := s.conn.exchange(context.Background(), wait, deadlineIn(timeout, s.c.cfg.connectTimeout))
+	// The server waits whole seconds, rounded up (see wire.Seconds), and
+	// answers "timeout" when they run out; the connect timeout on top is
+	// for that answer to arrive. After a re-queue the time left is often a
+	// fraction of a second, so the rounding may outweigh the connect
+	// timeout. (No overflow: Wait took timeout in whole seconds.)
+	waits := timeout.Truncate(time.Second)
+	if waits < timeout {
+		waits += time.Second
+	}
+	line, err := s.conn.exchange(context.Background(), wait, deadlineIn(waits, s.c.cfg.connectTimeout))
 	if err != nil {
 		return s.exchangeErr(err)
 	}
