@@ -132,12 +132,22 @@ func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline tim
 	return line, err
 }
 
+// errFired is checkIdle's answer for a connection whose watch fired.
+var errFired = fmt.Errorf("%w: hung up while idle", wire.ErrClosed)
+
 // checkIdle is wire.SyncConn.CheckIdle, with a watch that reads the
-// connection (the portable one) paused meanwhile.
+// connection (the portable one) paused meanwhile, and failing when that
+// watch has fired: its callback, which sets hungUp, runs later on a
+// goroutine of its own, and the portable watch took the byte that made it
+// fire, which the peek then misses. A connection handed out after that
+// would have the late callback tell its new owner of a hang-up.
 func (lc *lockConn) checkIdle() error {
 	if lc.watch != nil {
 		lc.watch.Pause()
 		defer lc.watch.Resume()
+		if lc.watch.Fired() {
+			return errFired
+		}
 	}
 	return lc.CheckIdle()
 }
