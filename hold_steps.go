@@ -213,19 +213,13 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 	// enqueue gets no byte of reply, and on a draining server it gets
 	// error_draining (see lockConn.stale): it goes once more, on a fresh
 	// connection.
-	for fresh := false; ; fresh = true {
-		var lc *lockConn
-		if lc, err = s.connect(fresh); err != nil {
-			return false, err
-		}
+	_, err = firstExchange(s.connect, func(*lockConn) { s.dropConn() }, func(*lockConn) (err error) {
 		// A lease left to the server's default is unknown until the
 		// reply: then only the check in becomeHeld stands between a late
 		// reply and the user.
-		if line, sent, err = s.grantExchange(s.enqueueReq, s.cfg.lease); fresh || !lc.stale(err) {
-			break
-		}
-		s.dropConn()
-	}
+		line, sent, err = s.grantExchange(s.enqueueReq, s.cfg.lease)
+		return err
+	})
 	if err != nil {
 		return false, err
 	}

@@ -24,7 +24,7 @@ import (
 type lockConn struct {
 	*wire.SyncConn
 	watch  *hangup.Watch // nil until watched
-	pooled bool          // handed out by the pool: see stale
+	pooled bool          // handed out by the pool, before its first exchange: see stale
 	hungUp atomic.Bool
 	owner  atomic.Pointer[holdStream] // told when the server hangs up
 }
@@ -75,6 +75,29 @@ func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 	default:
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
+}
+
+// firstExchange runs exchange on the connection connect(false) returns,
+// and, when that connection turns out stale (see lockConn.stale), drops it
+// and runs exchange once more on the one connect(true) returns, which must
+// be fresh. It returns the connection of the last try, nil when connect
+// failed, and the error.
+func firstExchange(connect func(fresh bool) (*lockConn, error), drop func(*lockConn), exchange func(*lockConn) error) (*lockConn, error) {
+	lc, err := connect(false)
+	if err != nil {
+		return nil, err
+	}
+	err = exchange(lc)
+	stale := lc.stale(err)
+	lc.pooled = false // past its first exchange: stale no longer applies
+	if !stale {
+		return lc, err
+	}
+	drop(lc)
+	if lc, err = connect(true); err != nil {
+		return nil, err
+	}
+	return lc, exchange(lc)
 }
 
 // stale reports whether err, from an exchange on lc, says that lc went

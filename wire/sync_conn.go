@@ -202,7 +202,7 @@ func (c *SyncConn) CheckIdle() error {
 		return err
 	}
 	if c.Buffered() > 0 {
-		return c.fail("", newProtocolError("", "", "reply nobody asked for", nil))
+		return c.fail("idle", newProtocolError("", "", "reply nobody asked for", nil))
 	}
 	if c.peeker == nil {
 		c.peeker = hangup.NewPeeker(c.nc)
