@@ -43,7 +43,8 @@ var (
 	// renewal or a grant was confirmed; the server may already have given
 	// the lock to someone else. A grant that came too late is never
 	// reported: the stream gives it back and queues again while the acquire
-	// timeout allows, then fails with this error.
+	// timeout allows; once that time is over it fails with an error
+	// matching both ErrTimeout and this one.
 	ErrDeadlinePassed = errors.New("dfstream: safe deadline passed")
 	// ErrNotHeld is returned by Release when nothing is held.
 	ErrNotHeld = errors.New("dfstream: not held")

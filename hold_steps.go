@@ -155,7 +155,9 @@ func (s *holdStream) exchangeErr(err error) error {
 }
 
 // connect takes a pooled connection or dials one (always, when fresh); a
-// dial is cancelled when the stream stops.
+// dial is cancelled when the stream stops, and a stream stopped meanwhile
+// gets its stop cause, the connection left in s.conn for the caller to
+// drop.
 func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 	var lc *lockConn
 	if !fresh {
@@ -186,10 +188,18 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 		}
 	}
 	lc.owner.Store(s)
-	s.conn = lc
+	s.conn = lc // the caller drops it, on error too
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Checked under mu, which shut's hurry takes after it stops the
+	// stream: either that hurry finds lc live and interrupts its exchange,
+	// or lc never goes live. Otherwise a Close that came just before would
+	// leave the next exchange to run its course, up to the connect timeout
+	// and beyond on a silent server.
+	if s.stopped() {
+		return nil, s.cause
+	}
 	s.live = lc
-	s.mu.Unlock()
 	return lc, nil
 }
 
@@ -203,19 +213,13 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 	// enqueue gets no byte of reply, and on a draining server it gets
 	// error_draining (see lockConn.stale): it goes once more, on a fresh
 	// connection.
-	for fresh := false; ; fresh = true {
-		var lc *lockConn
-		if lc, err = s.connect(fresh); err != nil {
-			return false, err
-		}
+	_, err = firstExchange(s.connect, func(*lockConn) { s.dropConn() }, func(*lockConn) (err error) {
 		// A lease left to the server's default is unknown until the
 		// reply: then only the check in becomeHeld stands between a late
 		// reply and the user.
-		if line, sent, err = s.grantExchange(s.enqueueReq, s.cfg.lease); fresh || !lc.stale(err) {
-			break
-		}
-		s.dropConn()
-	}
+		line, sent, err = s.grantExchange(s.enqueueReq, s.cfg.lease)
+		return err
+	})
 	if err != nil {
 		return false, err
 	}
@@ -253,9 +257,16 @@ func (s *holdStream) awaitGrant() error {
 	if err != nil {
 		return err
 	}
-	// The server answers "timeout" when the wait runs out; the connect
-	// timeout on top is for that answer to arrive.
-	line, err := s.conn.exchange(context.Background(), wait, deadlineIn(timeout, s.c.cfg.connectTimeout))
+	// The server waits whole seconds, rounded up (see wire.Seconds), and
+	// answers "timeout" when they run out; the connect timeout on top is
+	// for that answer to arrive. After a re-queue the time left is often a
+	// fraction of a second, so the rounding may outweigh the connect
+	// timeout. (No overflow: Wait took timeout in whole seconds.)
+	waits := timeout.Truncate(time.Second)
+	if waits < timeout {
+		waits += time.Second
+	}
+	line, err := s.conn.exchange(context.Background(), wait, deadlineIn(waits, s.c.cfg.connectTimeout))
 	if err != nil {
 		return s.exchangeErr(err)
 	}

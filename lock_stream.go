@@ -26,16 +26,25 @@ var _ Stream = (*LockStream)(nil)
 // Lock starts a stream that acquires the exclusive lock key and holds it
 // until released, closed, lost, or ctx ends (ending ctx releases the lock).
 //
-// Lock returns once the server has answered the enqueue (one round trip on
-// a pooled connection, bounded by the connect timeout and by the lease
-// asked for): the stream then holds the key, or is queued for it and waits
-// on a goroutine of its own, or has ended with Failed (unreachable server,
-// refused auth, limits…; see Err). A grant whose reply came too late to be
-// held safely (after the lease it asked for, less the safety margin) is
-// never reported: the stream gives it back and queues again on its own
-// goroutine while the acquire timeout allows, then fails with
-// ErrDeadlinePassed. Follow it with Events, or block with Wait. Invalid
-// input is returned here as an error, before anything is sent.
+// Lock returns once the server has answered the enqueue: the stream then
+// holds the key, or is queued for it and waits on a goroutine of its own,
+// or has ended with Failed (unreachable server, refused auth, limits…; see
+// Err). That is usually one round trip on a pooled connection. At worst
+// it is two connects and two enqueues, each bounded by the connect timeout
+// (an enqueue also by the lease asked for): an enqueue that a pooled
+// connection the server had closed never answered, or that a draining 2.x
+// server refused, goes once more on a fresh connection; and a Client's
+// first connection to a server also asks for the server's generation,
+// within the same connect timeout as the connect.
+//
+// A grant whose reply came too late to be held safely (after the lease it
+// asked for, less the safety margin), or that turned out gone when
+// confirmed, is never reported: the stream gives it back and queues again
+// on its own goroutine while the acquire timeout allows. Once that time is
+// over the stream fails with an error matching ErrTimeout, and also
+// ErrDeadlinePassed for a late reply, or ErrLeaseExpired or ErrServer for
+// a grant gone. Follow it with Events, or block with Wait. Invalid input
+// is returned here as an error, before anything is sent.
 func (c *Client) Lock(ctx context.Context, key string, opts ...StreamOption) (*LockStream, error) {
 	h, err := c.startHold(ctx, wire.KindLock, key, 0, opts)
 	if err != nil {

@@ -798,3 +798,21 @@ func TestLockErrIsSetOnceTheEventChannelIsClosed(t *testing.T) {
 		require.ErrorIs(t, s.Err(), dfstream.ErrTimeout)
 	}
 }
+
+// The server waits whole seconds; a client whose acquire time left is a
+// fraction of one, with a connect timeout shorter than the rounding, must
+// still wait for the server's "timeout" rather than take its silence for a
+// lost connection.
+func TestLockAcquireTimeoutOfAFractionOfASecondIsErrTimeoutWithAShortConnectTimeout(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr}, dfstream.WithConnectTimeout(500*time.Millisecond))
+	key := testKey(t, "k")
+
+	holder, err := c.AcquireLock(context.Background(), key)
+	require.NoError(t, err)
+	_, err = c.AcquireLock(context.Background(), key, dfstream.WithAcquireTimeout(300*time.Millisecond))
+	assert.ErrorIs(t, err, dfstream.ErrTimeout)
+	assert.NotErrorIs(t, err, dfstream.ErrConnLost)
+	require.NoError(t, holder.Close())
+}

@@ -24,7 +24,7 @@ import (
 type lockConn struct {
 	*wire.SyncConn
 	watch  *hangup.Watch // nil until watched
-	pooled bool          // handed out by the pool: see stale
+	pooled bool          // handed out by the pool, before its first exchange: see stale
 	hungUp atomic.Bool
 	owner  atomic.Pointer[holdStream] // told when the server hangs up
 }
@@ -75,6 +75,29 @@ func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 	default:
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
+}
+
+// firstExchange runs exchange on the connection connect(false) returns,
+// and, when that connection turns out stale (see lockConn.stale), drops it
+// and runs exchange once more on the one connect(true) returns, which must
+// be fresh. It returns the connection of the last try, nil when connect
+// failed, and the error.
+func firstExchange(connect func(fresh bool) (*lockConn, error), drop func(*lockConn), exchange func(*lockConn) error) (*lockConn, error) {
+	lc, err := connect(false)
+	if err != nil {
+		return nil, err
+	}
+	err = exchange(lc)
+	stale := lc.stale(err)
+	lc.pooled = false // past its first exchange: stale no longer applies
+	if !stale {
+		return lc, err
+	}
+	drop(lc)
+	if lc, err = connect(true); err != nil {
+		return nil, err
+	}
+	return lc, exchange(lc)
 }
 
 // stale reports whether err, from an exchange on lc, says that lc went
@@ -132,12 +155,22 @@ func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline tim
 	return line, err
 }
 
+// errFired is checkIdle's answer for a connection whose watch fired.
+var errFired = fmt.Errorf("%w: hung up while idle", wire.ErrClosed)
+
 // checkIdle is wire.SyncConn.CheckIdle, with a watch that reads the
-// connection (the portable one) paused meanwhile.
+// connection (the portable one) paused meanwhile, and failing when that
+// watch has fired: its callback, which sets hungUp, runs later on a
+// goroutine of its own, and the portable watch took the byte that made it
+// fire, which the peek then misses. A connection handed out after that
+// would have the late callback tell its new owner of a hang-up.
 func (lc *lockConn) checkIdle() error {
 	if lc.watch != nil {
 		lc.watch.Pause()
 		defer lc.watch.Resume()
+		if lc.watch.Fired() {
+			return errFired
+		}
 	}
 	return lc.CheckIdle()
 }

@@ -190,6 +190,7 @@ func TestLockGrantArrivingAfterItsLeaseIsNeverReported(t *testing.T) {
 			}
 			<-sr.closed
 			assert.ErrorIs(t, st.s.Err(), dfstream.ErrDeadlinePassed, "nothing was held: a failure, not a loss")
+			assert.ErrorIs(t, st.s.Err(), dfstream.ErrTimeout, "the acquire time is over")
 			assert.Zero(t, count[dfstream.Acquired](sr), "the stale grant was reported: %+v", sr.all())
 			assert.Zero(t, count[dfstream.Lost](sr))
 			assert.Equal(t, 1, count[dfstream.Failed](sr))

@@ -198,17 +198,18 @@ func (c *Client) serverIndex(addr string) (int, error) {
 // goes back to the pool unless the exchange failed, the reply was not
 // understood, or the server refused auth (it closes the connection).
 func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse func(line string) error) error {
-	lc, err := c.lockConn(ctx, i)
-	if err != nil {
-		return err
-	}
-	line, err := lc.exchange(ctx, req, time.Time{})
-	if lc.stale(err) {
-		lc.close()
-		if lc, err = c.dialLock(ctx, i); err != nil {
-			return err
+	var line string
+	lc, err := firstExchange(func(fresh bool) (*lockConn, error) {
+		if fresh {
+			return c.dialLock(ctx, i)
 		}
+		return c.lockConn(ctx, i)
+	}, (*lockConn).close, func(lc *lockConn) (err error) {
 		line, err = lc.exchange(ctx, req, time.Time{})
+		return err
+	})
+	if lc == nil {
+		return err
 	}
 	switch {
 	case err == nil:

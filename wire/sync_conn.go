@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/dfstream/dfstream/internal/hangup"
@@ -166,7 +165,7 @@ func (c *SyncConn) noReply(err error) error {
 	if c.Buffered() > 0 { // part of a reply, or bytes nobody asked for
 		return err
 	}
-	for _, ended := range []error{io.EOF, syscall.ECONNRESET, syscall.EPIPE, syscall.ECONNABORTED} {
+	for _, ended := range peerEnded {
 		if errors.Is(err, ended) {
 			return fmt.Errorf("%w: %w", ErrNoReply, err)
 		}
@@ -203,7 +202,7 @@ func (c *SyncConn) CheckIdle() error {
 		return err
 	}
 	if c.Buffered() > 0 {
-		return c.fail("", newProtocolError("", "", "reply nobody asked for", nil))
+		return c.fail("idle", newProtocolError("", "", "reply nobody asked for", nil))
 	}
 	if c.peeker == nil {
 		c.peeker = hangup.NewPeeker(c.nc)

@@ -127,6 +127,18 @@ func (h *Watch) Pause() {
 	}
 }
 
+// Fired reports whether the watch has fired: fn has run, or is about to
+// run on a goroutine of its own. On the portable path a watch fires when
+// its read returns a byte, the end of the stream or an error, and the
+// byte is then gone from the connection, where a peek would not see it;
+// once Pause returns, the watch can no longer fire, so the answer holds
+// until Resume.
+func (h *Watch) Fired() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fired
+}
+
 // Resume undoes Pause. It clears the connection's read deadline on the
 // portable path.
 func (h *Watch) Resume() {
@@ -217,20 +229,22 @@ func (r *reader) run(fire func() bool) {
 		n, err := r.nc.Read(b[:])
 
 		r.mu.Lock()
-		r.reading = false
 		asked, stopped := r.paused || r.stopped, r.stopped
+		// Data nobody asked for, end of stream, or an error: the
+		// connection is no good any more. The watch fires before reading
+		// is cleared, so that a Pause, which waits for that, returns with
+		// Fired true.
+		ended := !stopped && !(asked && n == 0 && errors.Is(err, os.ErrDeadlineExceeded))
+		if ended {
+			fire()
+		}
+		r.reading = false
 		r.cond.Broadcast()
 		r.mu.Unlock()
-		if stopped {
+		if stopped || ended {
 			return
 		}
-		if asked && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			continue // paused: wait for Resume
-		}
-		// Data nobody asked for, end of stream, or an error: the
-		// connection is no good any more.
-		fire()
-		return
+		// Paused: wait for Resume.
 	}
 }
 

@@ -184,3 +184,17 @@ func TestWatchIgnoresAReadDeadlineTheOwnerLeft(t *testing.T) {
 		requireFired(t, fired)
 	})
 }
+
+func TestFiredReportsAWatchThatFired(t *testing.T) {
+	eachWatcher(t, func(t *testing.T, w *hangup.Watcher, client, server net.Conn) {
+		h, fired := watch(t, w, client)
+		h.Pause()
+		assert.False(t, h.Fired())
+		h.Resume()
+		require.NoError(t, server.Close())
+		requireFired(t, fired)
+		h.Pause()
+		assert.True(t, h.Fired())
+		h.Resume()
+	})
+}

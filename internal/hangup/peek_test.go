@@ -74,7 +74,7 @@ func TestPeekWithoutASocketCannotLook(t *testing.T) {
 	assert.ErrorIs(t, hangup.NewPeeker(a).Peek(), hangup.ErrNoPeek)
 }
 
-// The pool peeks at a connection on its way in and out: this is the cost.
+// The pool peeks at a connection on its way out (get): this is the cost.
 func BenchmarkPeek(b *testing.B) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(b, err)
