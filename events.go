@@ -144,7 +144,9 @@ type Disconnected struct {
 // and every signal delivered after this event came through the new
 // connection (or a later one). Since is the Disconnected event's Since, the
 // last moment delivery was known to work, so the window in which signals
-// may have been missed is [Since, At].
+// may have been missed is [Since, At]. Signals the new connection brought
+// before this event come right after it, up to the stream's signal buffer;
+// an Overflow event after them counts any dropped beyond it.
 //
 // While the consumer is behind, outages that follow one another without a
 // signal between them are folded into one: the consumer sees one

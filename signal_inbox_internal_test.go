@@ -100,3 +100,57 @@ func TestSignalInboxHoldsANewConnectionsSignalsUntilReconnected(t *testing.T) {
 	}
 	assert.Equal(t, []string{"old", "dfstream.Disconnected", "dfstream.Reconnected", "new"}, got)
 }
+
+// drain returns what the channel holds: signal payloads, and the type of
+// any other event.
+func drain(b *sigInbox) []string {
+	var got []string
+	for len(b.ch) > 0 {
+		switch e := (<-b.ch).(type) {
+		case Signal:
+			got = append(got, e.Payload)
+		case Overflow:
+			got = append(got, fmt.Sprintf("Overflow(%d)", e.Dropped))
+		default:
+			got = append(got, fmt.Sprintf("%T", e))
+		}
+	}
+	return got
+}
+
+func TestSignalInboxSignalsHeldForReconnectedNeverFailTheStream(t *testing.T) {
+	t.Parallel()
+	b := newSigInbox(8, 2, FailStream)
+	b.pushState(Disconnected{})
+	b.hold()
+	for i := range 5 {
+		b.pushSignal(Signal{Payload: strconv.Itoa(i)})
+	}
+	assert.False(t, b.overflowed())
+	assert.Equal(t, uint64(3), b.stats().Dropped, "held beyond the buffer: dropped, and counted")
+	b.pushState(Reconnected{})
+	assert.Nil(t, b.next())
+	assert.Equal(t, []string{"dfstream.Disconnected", "dfstream.Reconnected", "0", "1", "Overflow(3)"}, drain(b))
+	st := b.stats()
+	assert.Equal(t, st.Received, st.Delivered+st.Dropped)
+}
+
+func TestSignalInboxReleasedSignalsThatDoNotFitTheChannelDoNotCountTowardTheBuffer(t *testing.T) {
+	t.Parallel()
+	b := newSigInbox(1, 2, FailStream)
+	b.pushState(Disconnected{})
+	b.hold()
+	for i := range 2 {
+		b.pushSignal(Signal{Payload: strconv.Itoa(i)})
+	}
+	<-b.ch // Disconnected
+	b.pushState(Reconnected{})
+	staged := b.next()
+	require.Equal(t, Signal{Payload: "0"}, staged)
+	// "1" waits beyond the channel, and "0" is staged: the buffer is full
+	// of what the consumer could not have read yet.
+	b.pushSignal(Signal{Payload: "2"})
+	assert.False(t, b.overflowed(), "a consumer that keeps up is not failed")
+	b.pushSignal(Signal{Payload: "3"})
+	assert.True(t, b.overflowed(), "past the buffer beyond what was released, the policy applies")
+}

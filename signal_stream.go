@@ -180,6 +180,13 @@ func WithProbe(on bool) SignalOption {
 // WithSignalBuffer sets how many signals the stream holds for a consumer
 // that has fallen behind, beyond those already in the Events channel
 // (default 1024, at least 1). What happens beyond it is the overflow policy.
+//
+// Signals that arrive on a new connection before Reconnected is queued are
+// held back until it is, and are not counted against the buffer, nor
+// subject to the policy (the consumer could not have read them): up to n
+// are held, and later ones are dropped, counted in Stats().Dropped and in
+// an Overflow event after Reconnected. They never fail the stream: they lie
+// in the window Disconnected declares signals may have been missed in.
 func WithSignalBuffer(n int) SignalOption {
 	return signalOption(func(c *signalConfig) error {
 		if n < 1 {

@@ -1532,3 +1532,73 @@ func TestSignalConnectionLostBeforeReadyReportsAWindowFromTheStart(t *testing.T)
 	r := nextOf[dfstream.Reconnected](t, s.Events(), 5*time.Second)
 	assert.Equal(t, d.Since, r.Since)
 }
+
+func TestSignalStreamConsumerThatKeepsUpIsNotFailedByAReconnectWithManySubscriptions(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	addr := srv.Addr()
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	s := signals(t, c, dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond),
+		dfstream.WithSignalBuffer(16), dfstream.WithOverflow(dfstream.FailStream))
+	ctx := ctxT(t, 30*time.Second)
+	require.NoError(t, s.Listen(ctx, p+".hot"))
+	// Resubscribing takes a while: the hot channel's signals pile up
+	// behind the gate meanwhile.
+	for i := range 200 {
+		require.NoError(t, s.Listen(ctx, p+".cold."+strconv.Itoa(i)))
+	}
+	// The consumer reads as fast as it can all along.
+	var seen atomic.Int64
+	reconnected := make(chan struct{}, 16)
+	failed := make(chan error, 1)
+	go func() {
+		for ev := range s.Events() {
+			switch e := ev.(type) {
+			case dfstream.Signal:
+				seen.Add(1)
+			case dfstream.Reconnected:
+				reconnected <- struct{}{}
+			case dfstream.Failed:
+				failed <- e.Err
+			}
+		}
+	}()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		ec := newClient(t, []string{addr})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _ = ec.Emit(ctx, p+".hot", "x")
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for round := range 3 {
+		require.Eventually(t, func() bool { return seen.Load() > 0 }, 5*time.Second, time.Millisecond)
+		srv.DropConnections()
+		select {
+		case <-reconnected:
+		case err := <-failed:
+			require.FailNow(t, "a consumer that keeps up failed", "round %d: %v; stats %+v", round, err, s.Stats())
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "no Reconnected", "round %d", round)
+		}
+		seen.Store(0)
+	}
+	// Past Reconnected too: the held signals it released do not count.
+	select {
+	case err := <-failed:
+		require.FailNow(t, "a consumer that keeps up failed", "%v; stats %+v", err, s.Stats())
+	case <-time.After(300 * time.Millisecond):
+	}
+	t.Logf("stats %+v", s.Stats())
+}
