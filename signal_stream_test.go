@@ -1484,21 +1484,7 @@ func TestSignalNoSignalOfANewConnectionPrecedesReconnected(t *testing.T) {
 	for i := range 200 {
 		require.NoError(t, s.Listen(ctx, p+".cold."+strconv.Itoa(i)))
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // emits as fast as it can, through its own connection
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, _ = c.Emit(ctx, p+".hot", "x")
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	defer emitFlood(ctx, p+".hot", c)() // through its own connection
 
 	for range 5 {
 		nextSignal(t, s, 5*time.Second) // connected, and delivering
@@ -1564,24 +1550,7 @@ func TestSignalStreamConsumerThatKeepsUpIsNotFailedByAReconnectWithManySubscript
 			}
 		}
 	}()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 2 {
-		ec := newClient(t, []string{addr})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_, _ = ec.Emit(ctx, p+".hot", "x")
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
+	defer emitFlood(ctx, p+".hot", newClient(t, []string{addr}), newClient(t, []string{addr}))()
 	for round := range 3 {
 		require.Eventually(t, func() bool { return seen.Load() > 0 }, 5*time.Second, time.Millisecond)
 		srv.DropConnections()
@@ -1601,4 +1570,26 @@ func TestSignalStreamConsumerThatKeepsUpIsNotFailedByAReconnectWithManySubscript
 	case <-time.After(300 * time.Millisecond):
 	}
 	t.Logf("stats %+v", s.Stats())
+}
+
+// emitFlood emits to channel as fast as it can, from each emitter, until the
+// returned stop is called.
+func emitFlood(ctx context.Context, channel string, emitters ...*dfstream.Client) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range emitters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				_, _ = c.Emit(ctx, channel, "x")
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }
