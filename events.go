@@ -133,7 +133,12 @@ type Disconnected struct {
 	Reason error
 	// Since is the last moment delivery was known to work: when the last
 	// signal or probe came in on the lost connection (or its subscriptions
-	// were confirmed, if later). A silent connection is noticed some time
+	// were confirmed, if later). With heartbeat probes emitted on a
+	// connection of their own (WithHeartbeat, WithProbe), no later than
+	// when the newest of them that came back was emitted: during a graceful
+	// restart the old process still delivers what reaches it, while the
+	// signals sent through the new one are missed, so the connection's own
+	// traffic proves nothing. A silent connection is noticed some time
 	// after it stopped delivering; Since is before that, At after.
 	Since time.Time
 	At    time.Time

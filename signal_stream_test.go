@@ -1365,24 +1365,13 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 	// An emitter goes on through the new process all along.
 	var mu sync.Mutex
 	var emitted []emitRecord
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			rec := emitFresh(addr, ch, strconv.Itoa(i))
-			mu.Lock()
-			emitted = append(emitted, rec)
-			mu.Unlock()
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	stop := emitEvery(20*time.Millisecond, func(i int) {
+		rec := emitFresh(addr, ch, strconv.Itoa(i))
+		mu.Lock()
+		emitted = append(emitted, rec)
+		mu.Unlock()
+	})
+	defer stop()
 
 	var d dfstream.Disconnected
 	var r dfstream.Reconnected
@@ -1412,11 +1401,7 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 			require.FailNow(t, "the stream did not move to the new process", "received %d", len(received))
 		}
 	}
-	close(stop)
-	wg.Wait()
-	stop = make(chan struct{}) // for the deferred close
-	wg.Add(1)
-	go wg.Done()
+	stop()
 	// What the emitter's last signals brought.
 	for {
 		ev, ok := tryEvent(s.Events(), hb)
@@ -1434,7 +1419,10 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 	assert.Less(t, detected, 20*hb, "noticed within a few heartbeats (3 at most on an idle machine)")
 	assert.Equal(t, d.Since, r.Since)
 	assert.False(t, d.Since.After(took), "the window starts no later than the takeover: nothing proved delivery after it")
-	assert.False(t, d.Since.Before(last.At), "nor before the last delivery")
+	// Signals through the old process prove nothing after the takeover:
+	// Since is when the last probe that went through the address's server
+	// was emitted, a heartbeat or so before the last delivery at most.
+	assert.False(t, d.Since.Before(last.At.Add(-10*hb)), "nor long before the last delivery")
 	mu.Lock()
 	defer mu.Unlock()
 	missed, after := 0, 0
@@ -1592,4 +1580,88 @@ func emitFlood(ctx context.Context, channel string, emitters ...*dfstream.Client
 		}()
 	}
 	return func() { close(done); wg.Wait() }
+}
+
+func TestSignalDisconnectedSinceIsNotAfterARestartWhileAnOldProcessPublisherStillDelivers(t *testing.T) {
+	t.Parallel()
+	const hb = 200 * time.Millisecond
+	old := dflockdtest.New(t, dflockdtest.Config{ShutdownDrain: time.Minute})
+	addr := old.Addr()
+	s := signals(t, newClient(t, []string{addr}), dfstream.WithHeartbeat(hb),
+		dfstream.WithSignalBackoff(20*time.Millisecond, 100*time.Millisecond))
+	ch := chanPrefix(t) + ".x"
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), ch))
+	// A long-lived publisher: a connection of its own, to the old process.
+	pub := signals(t, newClient(t, []string{addr}), dfstream.WithHeartbeat(0))
+	n, err := pub.Emit(ctxT(t, 5*time.Second), ch, "before")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	nextSignal(t, s, 5*time.Second)
+
+	_, took := restartGracefully(t, old)
+	// Its signals keep reaching the stream through the old process, while
+	// those emitted through the new one are missed.
+	defer emitEvery(20*time.Millisecond, func(int) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = pub.Emit(ctx, ch, "through the old process")
+		cancel()
+	})()
+
+	var d dfstream.Disconnected
+	deadline := time.After(15 * time.Second)
+	for d.At.IsZero() {
+		select {
+		case ev := <-s.Events():
+			if e, ok := ev.(dfstream.Disconnected); ok {
+				d = e
+			}
+		case <-deadline:
+			require.FailNow(t, "no Disconnected")
+		}
+	}
+	assert.False(t, d.Since.After(took), "Since is %v after the takeover", d.Since.Sub(took))
+}
+
+func TestSignalProbeAnsweredJustBeforeTheHeartbeatHasTimeToArrive(t *testing.T) {
+	t.Parallel()
+	const hb = 300 * time.Millisecond
+	// The server answers the probe's own connection just before the next
+	// heartbeat, and pushes the probe a little later, as a real server's
+	// per-connection push queue may.
+	addr := scriptedPushServer(t, func(r scriptReq, push func(int, string)) string {
+		if r.conn != 0 && r.cmd == "signal" && strings.HasPrefix(r.key, dfstream.ProbeChannelPrefix) {
+			time.Sleep(hb - 30*time.Millisecond)
+			line := "sig " + r.key + " " + r.arg
+			time.AfterFunc(60*time.Millisecond, func() { push(0, line) })
+			return "ok 1"
+		}
+		return "ok"
+	})
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	select {
+	case ev := <-s.Events():
+		require.FailNow(t, "a delivering connection was dropped", "%T %+v", ev, ev)
+	case <-time.After(10 * hb):
+	}
+}
+
+// emitEvery calls emit(0), emit(1), ... with a pause between calls, until
+// the returned stop (which may be called more than once) is called.
+func emitEvery(pause time.Duration, emit func(i int)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			emit(i)
+			select {
+			case <-done:
+				return
+			case <-time.After(pause):
+			}
+		}
+	}()
+	return sync.OnceFunc(func() { close(done); wg.Wait() })
 }
