@@ -135,7 +135,8 @@ type sigActor struct {
 	probeNext   uint64 // the last probe sequence number used
 	probeSeq    uint64 // the newest probe that must have come back by the next heartbeat
 	pending     pendingProbe
-	probing     bool   // a probe is being emitted on a connection of its own
+	probesOut   int    // probes being emitted on a connection of their own (at most 2)
+	probingGen  uint64 // the connection the newest of them probes
 	fresh       bool   // the last probe went out on a connection of its own
 	freshSeq    uint64 // the newest such probe the server counted a copy of ...
 	freshAt     time.Time
@@ -638,7 +639,10 @@ func (a *sigActor) handle(c inflight, line string) {
 // connection instead.
 //
 // Probing: a signal to the probe channel, emitted on a connection of its
-// own (probeAround), must come back on this one by the next heartbeat.
+// own (probeAround), must come back on this one by the next heartbeat. While
+// the previous one's dial to this connection's server still hangs, the probe
+// goes out on this connection instead (probeHere). One probe of an earlier
+// connection may still hang: it does not hold back this one's.
 func (a *sigActor) heartbeat(ctx context.Context) {
 	s := a.s
 	if a.pingOut {
@@ -659,9 +663,15 @@ func (a *sigActor) heartbeat(ctx context.Context) {
 	} else if a.send(inflight{kind: callPing}, wire.Ping()) {
 		a.pingOut = true
 	}
-	if a.conn != nil && a.probeOK && !a.probing {
+	if a.conn != nil && a.probeOK {
 		a.probeNext++
-		a.probeAround(ctx, a.probeNext)
+		if a.probesOut == 0 || (a.probingGen != a.gen && a.probesOut < cap(a.probeRes)) {
+			a.probeAround(ctx, a.probeNext)
+		} else {
+			// The previous probe's dial hangs: a black hole is still
+			// to be noticed meanwhile.
+			a.probeHere(a.probeNext, time.Now())
+		}
 	}
 	if a.conn != nil {
 		a.hb.Reset(s.cfg.heartbeat)
@@ -688,7 +698,8 @@ func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
 		return // cannot happen: the channel was validated by its listen
 	}
 	res := probeResult{seq: seq, at: now, req: req, gen: a.gen}
-	a.probing = true
+	a.probesOut++
+	a.probingGen = a.gen
 	a.probeWG.Add(1)
 	go func() {
 		defer a.probeWG.Done()
@@ -706,7 +717,7 @@ func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
 			}
 		}
 		res.err = err
-		a.probeRes <- res // room for it: one probe at a time
+		a.probeRes <- res // room for it: at most cap(probeRes) out
 	}()
 }
 
@@ -720,7 +731,7 @@ func probePayload(seq uint64, t time.Time) string {
 // probed takes the result of probeAround.
 func (a *sigActor) probed(res probeResult) {
 	s := a.s
-	a.probing = false
+	a.probesOut--
 	if res.gen != a.gen || a.conn == nil || !a.probeOK {
 		return // about a connection gone since
 	}
@@ -732,13 +743,7 @@ func (a *sigActor) probed(res probeResult) {
 		// connection limit): probe on this connection, as a black hole
 		// is still to be noticed.
 		s.log.Debug().Err(res.err).Msg("cannot probe on a connection of its own; probing on this one")
-		prev := a.probeSeq
-		if a.pending.seq != 0 {
-			prev = a.pending.seq
-		}
-		if a.send(inflight{kind: callProbe, seq: res.seq, prev: prev}, res.req) {
-			a.expect(res.seq)
-		}
+		a.probeHere(res.seq, res.at)
 	case res.n == 0:
 		// The process at the address does not know this connection's
 		// probe subscription: it is not the one this connection talks to
@@ -752,6 +757,23 @@ func (a *sigActor) probed(res probeResult) {
 		a.strays = 0
 		a.freshSeq, a.freshAt = res.seq, res.at
 		a.expect(res.seq)
+	}
+}
+
+// probeHere emits probe seq, of time at, on the stream's own connection:
+// it shows the connection delivers, though not that its server is the one
+// at the address (see probeAround).
+func (a *sigActor) probeHere(seq uint64, at time.Time) {
+	req, err := wire.Signal(a.s.probeCh, probePayload(seq, at))
+	if err != nil {
+		return // cannot happen: the channel was validated by its listen
+	}
+	prev := a.probeSeq
+	if a.pending.seq != 0 {
+		prev = a.pending.seq
+	}
+	if a.send(inflight{kind: callProbe, seq: seq, prev: prev}, req) {
+		a.expect(seq)
 	}
 }
 

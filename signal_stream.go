@@ -397,7 +397,7 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 		waiters:     make(map[Subscription][]*sigCmd),
 		subIndex:    make(map[Subscription]int),
 		unlistening: make(map[Subscription]int),
-		probeRes:    make(chan probeResult, 1),
+		probeRes:    make(chan probeResult, 2),
 		probeOn:     cfg.probe && cfg.heartbeat > 0,
 	}
 	a.hb.Stop()

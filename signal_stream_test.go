@@ -1665,3 +1665,35 @@ func emitEvery(pause time.Duration, emit func(i int)) (stop func()) {
 	}()
 	return sync.OnceFunc(func() { close(done); wg.Wait() })
 }
+
+func TestSignalProbeWhoseDialHangsLeavesTheNextOnTheStreamsConnection(t *testing.T) {
+	t.Parallel()
+	const hb = 100 * time.Millisecond
+	hang := make(chan struct{})
+	here := make(chan struct{}, 1)
+	addr := scriptedPushServer(t, func(r scriptReq, push func(int, string)) string {
+		if r.cmd != "signal" || !strings.HasPrefix(r.key, dfstream.ProbeChannelPrefix) {
+			return "ok"
+		}
+		if r.conn != 0 {
+			<-hang // the probe's own connection never gets an answer
+			return ""
+		}
+		select {
+		case here <- struct{}{}:
+		default:
+		}
+		push(0, "sig "+r.key+" "+r.arg)
+		return "ok 1"
+	})
+	t.Cleanup(func() { close(hang) }) // before the server's cleanup
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	select {
+	case <-here:
+	case ev := <-s.Events():
+		require.FailNow(t, "unexpected event", "%T %+v", ev, ev)
+	case <-time.After(dfstream.DefaultConnectTimeout / 2):
+		require.FailNow(t, "no probe while the dial of the previous one hangs")
+	}
+}
