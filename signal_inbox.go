@@ -18,8 +18,8 @@ import (
 // The signal the actor holds staged counts toward max: the consumer never
 // has more than max signals waiting beyond the channel. Under DropOldest it
 // is the oldest and the first to go: it is taken back (stagedGone) and the
-// actor restages (retake); if the actor delivered it meanwhile, the next
-// oldest goes instead (sent).
+// actor restages (retake); if the actor delivered it meanwhile, the drop is
+// undone (sent): the buffer holds max signals, and the consumer the rest.
 //
 // While a stream reconnects, the signals of its new connection are held
 // behind a gate (gate, an index in q) until the Reconnected event is queued
@@ -145,6 +145,26 @@ func (b *sigInbox) overflow(fold bool, policy OverflowPolicy) {
 	b.q = append(b.q, Overflow{Dropped: 1, Total: b.st.Dropped, Policy: policy, At: now})
 	b.ovPos = len(b.q) - 1
 	b.notify()
+}
+
+// undrop takes back the count of a signal dropped that was delivered after
+// all, from the stats and from the pending Overflow event.
+func (b *sigInbox) undrop() {
+	b.st.Dropped--
+	if b.ovPos < 0 {
+		return // the consumer has the Overflow event already
+	}
+	ev := b.q[b.ovPos].(Overflow)
+	if ev.Dropped--; ev.Dropped > 0 {
+		ev.Total = b.st.Dropped
+		b.q[b.ovPos] = ev
+		return
+	}
+	b.q = slices.Delete(b.q, b.ovPos, b.ovPos+1)
+	if b.gate > b.ovPos {
+		b.gate--
+	}
+	b.ovPos = -1
 }
 
 // removeOldestSignal removes the first signal in q (DropOldest) and reports
@@ -313,12 +333,10 @@ func (b *sigInbox) sent(ev Event) Event {
 	if _, ok := ev.(Signal); ok {
 		b.st.Delivered++
 		if b.stagedGone {
-			// Delivered before the actor saw it taken back: the drop
-			// counted for it falls on the next oldest.
+			// Delivered before the actor saw it taken back: it was not
+			// dropped after all, and the buffer has room for the rest.
 			b.stagedGone = false
-			if !b.removeOldestSignal() {
-				b.st.Dropped--
-			}
+			b.undrop()
 		}
 	}
 	return b.nextLocked()
