@@ -698,6 +698,7 @@ func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
 		return // cannot happen: the channel was validated by its listen
 	}
 	res := probeResult{seq: seq, at: now, req: req, gen: a.gen}
+	s.probeSent.Store(seq)
 	a.probesOut++
 	a.probingGen = a.gen
 	a.probeWG.Add(1)
@@ -772,6 +773,7 @@ func (a *sigActor) probeHere(seq uint64, at time.Time) {
 	if a.pending.seq != 0 {
 		prev = a.pending.seq
 	}
+	a.s.probeSent.Store(seq)
 	if a.send(inflight{kind: callProbe, seq: seq, prev: prev}, req) {
 		a.expect(seq)
 	}

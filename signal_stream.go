@@ -310,6 +310,7 @@ type SignalStream struct {
 
 	subs      atomic.Pointer[subSnapshot] // read by the push handler
 	probeSeen atomic.Uint64               // newest probe sequence seen
+	probeSent atomic.Uint64               // newest probe sequence emitted
 	lastSeen  atomic.Int64                // UnixNano when delivery was last seen to work
 	connected atomic.Bool
 
@@ -577,11 +578,11 @@ func (s *SignalStream) onPush(p wire.Push) {
 func (s *SignalStream) onProbe(payload string) {
 	seqText, atText, _ := strings.Cut(payload, " ")
 	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if err != nil {
-		return
+	if err != nil || seq > s.probeSent.Load() {
+		return // not one this stream emitted: it proves nothing
 	}
 	// A probe proves delivery at the time it was emitted, not later.
-	if at, err := strconv.ParseInt(atText, 10, 64); err == nil {
+	if at, err := strconv.ParseInt(atText, 10, 64); err == nil && at <= time.Now().UnixNano() {
 		s.delivered(at)
 	}
 	for {

@@ -1697,3 +1697,28 @@ func TestSignalProbeWhoseDialHangsLeavesTheNextOnTheStreamsConnection(t *testing
 		require.FailNow(t, "no probe while the dial of the previous one hangs")
 	}
 }
+
+func TestSignalProbeTheStreamNeverEmittedProvesNothing(t *testing.T) {
+	t.Parallel()
+	const hb = 100 * time.Millisecond
+	future := strconv.FormatInt(time.Now().Add(time.Hour).UnixNano(), 10)
+	addr := scriptedPushServer(t, func(r scriptReq, push func(int, string)) string {
+		if !strings.HasPrefix(r.key, dfstream.ProbeChannelPrefix) {
+			return "ok"
+		}
+		if r.cmd == "listen" {
+			// A probe from far ahead, in sequence and in time.
+			push(r.conn, "sig "+r.key+" 1000000 "+future)
+			return "ok"
+		}
+		return "ok 1" // counted, and never delivered: a black hole
+	})
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	start := time.Now()
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	ev := next(t, s.Events(), 50*hb)
+	d, ok := ev.(dfstream.Disconnected)
+	require.True(t, ok, "%T %+v", ev, ev)
+	assert.ErrorIs(t, d.Reason, dfstream.ErrSilentConnection)
+	assert.True(t, d.Since.Before(start.Add(time.Minute)), "Since %v is not in the future", d.Since)
+}
