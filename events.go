@@ -146,12 +146,14 @@ type Disconnected struct {
 
 // Reconnected reports that a signal stream has a connection again and
 // listens to all its subscriptions again: signals are received from At on,
-// and every signal delivered after this event came through the new
-// connection (or a later one). Since is the Disconnected event's Since, the
-// last moment delivery was known to work, so the window in which signals
-// may have been missed is [Since, At]. Signals the new connection brought
-// before this event come right after it, up to the stream's signal buffer;
-// an Overflow event after them counts any dropped beyond it.
+// and every signal delivered after this event came through a connection
+// opened since Disconnected: the new one, a later one, or an attempt of the
+// same outage lost before it was ready (its signals wait for this event
+// too). Since is the Disconnected event's Since, the last moment delivery
+// was known to work, so the window in which signals may have been missed
+// is [Since, At]. Signals brought before this event come right after it,
+// up to the stream's signal buffer; an Overflow event after them counts
+// any dropped beyond it.
 //
 // While the consumer is behind, outages that follow one another without a
 // signal between them are folded into one: the consumer sees one
