@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -333,7 +334,7 @@ func (a *sigActor) connected() {
 		return
 	}
 	if s.cfg.heartbeat > 0 {
-		a.hb.Reset(s.cfg.heartbeat)
+		a.hb.Reset(heartbeatJitter(s.cfg.heartbeat))
 	}
 	if a.resubLeft == 0 {
 		a.resubscribed()
@@ -674,8 +675,16 @@ func (a *sigActor) heartbeat(ctx context.Context) {
 		}
 	}
 	if a.conn != nil {
-		a.hb.Reset(s.cfg.heartbeat)
+		a.hb.Reset(heartbeatJitter(s.cfg.heartbeat))
 	}
+}
+
+// heartbeatJitter returns the wait before the next heartbeat: uniform in
+// [4/5 h, h], so that the streams of a Router, all started together, do not
+// all dial their probes at the same instant. Never more than h: h may be
+// the server's read timeout.
+func heartbeatJitter(h time.Duration) time.Duration {
+	return h - rand.N(h/5+1)
 }
 
 // probeAround emits probe seq on a freshly dialled connection to the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -155,4 +156,18 @@ func TestSignalInboxReleasedSignalsThatDoNotFitTheChannelDoNotCountTowardTheBuff
 	assert.False(t, b.overflowed(), "a consumer that keeps up is not failed")
 	b.pushSignal(Signal{Payload: "3"})
 	assert.True(t, b.overflowed(), "past the buffer beyond what was released, the policy applies")
+}
+
+func TestSignalHeartbeatIntervalsSpreadWithinTheLastFifthNeverBeyond(t *testing.T) {
+	t.Parallel()
+	const h = 15 * time.Second
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		d := heartbeatJitter(h)
+		require.GreaterOrEqual(t, d, h*4/5)
+		require.LessOrEqual(t, d, h, "the heartbeat may be the server's read timeout")
+		seen[d] = true
+	}
+	assert.Greater(t, len(seen), 100, "streams started together do not all dial at once")
+	assert.Equal(t, time.Nanosecond, heartbeatJitter(time.Nanosecond))
 }

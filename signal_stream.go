@@ -140,19 +140,26 @@ func WithSignalServer(addr string) SignalOption {
 // private channel (under ProbeChannelPrefix) that its own connection listens
 // to, on a freshly dialled connection to the same address, the way any
 // emitter reaches the server. If that signal has not come back by the next
-// heartbeat, or a ping is still unanswered, the connection is deemed silent
+// heartbeat (by the one after, if the server was slow to answer it), or a
+// ping is still unanswered, the connection is deemed silent
 // (ErrSilentConnection: the server keeps it open but delivers nothing,
 // protocol.md §4) and the stream reconnects. A black hole is therefore
-// noticed within two intervals. So is a server restarted gracefully: the
-// old process keeps serving this connection while it drains, and a new one
-// takes the address and everyone else's signals; the new one counts no
-// copy of the probe, twice in a row, and the stream reconnects to it
-// (within three intervals of the takeover). A
-// single probe the server counts no copy of (it may have found the
-// connection's push queue full, and dropped the copy) is not held against
-// the connection. When no other connection can be made, the probe goes on
-// the stream's own connection. The cost is one short-lived connection per
-// interval.
+// noticed within two intervals, three if the server answers slowly. So is
+// a server restarted gracefully: the old process keeps serving this
+// connection while it drains, and a new one takes the address and everyone
+// else's signals; the new one counts no copy of the probe, twice in a row,
+// and the stream reconnects to it (within three intervals of the
+// takeover). A single probe the server counts no copy of (it may have found
+// the connection's push queue full, and dropped the copy) is not held
+// against the connection. When no other connection can be made, the probe
+// goes on the stream's own connection, as it does while the previous
+// probe's dial still hangs.
+//
+// The cost, per stream and per interval, is one short-lived connection: a
+// TCP handshake, a TLS one with WithTLS, the token exchange with
+// WithAuthToken, and one request. A Router's streams each dial their own.
+// Each interval is drawn between four fifths of interval and interval, so
+// that streams started together do not all dial at the same instant.
 //
 // Servers that answer error to ping (those of the signals era, which log a
 // warning each time) are not pinged again on that connection: a signal to
