@@ -173,7 +173,9 @@ type Reconnected struct {
 // coalesced while the consumer is behind) and Total every loss so far. On a
 // SignalStream it marks the place in the stream where the signals are
 // missing (under DropNewest); a Router reports it per handler, with the
-// handler's Pattern and Group.
+// handler's Pattern and Group. Signals a new connection brought beyond the
+// buffer before Reconnected are reported by one after Reconnected, with
+// Policy DropNewest whatever the stream's policy (see WithSignalBuffer).
 type Overflow struct {
 	Pattern string
 	Group   string

@@ -270,7 +270,8 @@ type SignalStats struct {
 	Received uint64
 	// Delivered counts the signals handed to the Events channel.
 	Delivered uint64
-	// Dropped counts the signals lost to the overflow policy.
+	// Dropped counts the signals lost to the overflow policy, and those
+	// a new connection brought beyond the buffer before Reconnected.
 	Dropped uint64
 	// Discarded counts the signals still buffered, or left unread in a full
 	// Events channel, when the stream ended.
