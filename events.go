@@ -137,7 +137,12 @@ type Disconnected struct {
 	Reason error
 	// Since is the last moment delivery was known to work: when the last
 	// signal or probe came in on the lost connection (or its subscriptions
-	// were confirmed, if later). A silent connection is noticed some time
+	// were confirmed, if later). With heartbeat probes emitted on a
+	// connection of their own (WithHeartbeat, WithProbe), no later than
+	// when the newest of them that came back was emitted: during a graceful
+	// restart the old process still delivers what reaches it, while the
+	// signals sent through the new one are missed, so the connection's own
+	// traffic proves nothing. A silent connection is noticed some time
 	// after it stopped delivering; Since is before that, At after.
 	Since time.Time
 	At    time.Time
@@ -145,10 +150,14 @@ type Disconnected struct {
 
 // Reconnected reports that a signal stream has a connection again and
 // listens to all its subscriptions again: signals are received from At on,
-// and every signal delivered after this event came through the new
-// connection (or a later one). Since is the Disconnected event's Since, the
-// last moment delivery was known to work, so the window in which signals
-// may have been missed is [Since, At].
+// and every signal delivered after this event came through a connection
+// opened since Disconnected: the new one, a later one, or an attempt of the
+// same outage lost before it was ready (its signals wait for this event
+// too). Since is the Disconnected event's Since, the last moment delivery
+// was known to work, so the window in which signals may have been missed
+// is [Since, At]. Signals brought before this event come right after it,
+// up to the stream's signal buffer; an Overflow event after them counts
+// any dropped beyond it.
 //
 // While the consumer is behind, outages that follow one another without a
 // signal between them are folded into one: the consumer sees one
@@ -168,7 +177,9 @@ type Reconnected struct {
 // coalesced while the consumer is behind) and Total every loss so far. On a
 // SignalStream it marks the place in the stream where the signals are
 // missing (under DropNewest); a Router reports it per handler, with the
-// handler's Pattern and Group.
+// handler's Pattern and Group. Signals a new connection brought beyond the
+// buffer before Reconnected are reported by one after Reconnected, with
+// Policy DropNewest whatever the stream's policy (see WithSignalBuffer).
 type Overflow struct {
 	Pattern string
 	Group   string

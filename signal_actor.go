@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,10 +86,18 @@ type inflight struct {
 // (sigActor.probeAround).
 type probeResult struct {
 	seq uint64
+	at  time.Time    // when it was emitted
 	req wire.Request // the probe signal
 	gen uint64       // the connection it probed (sigActor.gen)
 	n   int          // copies the server counted
 	err error
+}
+
+// pendingProbe is a probe whose result arrived too late to be checked at
+// the next heartbeat: its signal gets half an interval to arrive.
+type pendingProbe struct {
+	seq uint64
+	due time.Time
 }
 
 type dialResult struct {
@@ -126,7 +135,13 @@ type sigActor struct {
 	probeOK     bool   // the probe subscription is in place on this connection
 	probeNext   uint64 // the last probe sequence number used
 	probeSeq    uint64 // the newest probe that must have come back by the next heartbeat
-	probing     bool   // a probe is being emitted on a connection of its own
+	pending     pendingProbe
+	probesOut   int    // probes being emitted on a connection of their own (at most 2)
+	probingGen  uint64 // the connection the newest of them probes
+	fresh       bool   // the last probe went out on a connection of its own
+	freshSeq    uint64 // the newest such probe the server counted a copy of ...
+	freshAt     time.Time
+	proven      time.Time // ... and the send time of the newest that came back
 	probeRes    chan probeResult
 	probeWG     sync.WaitGroup
 	strays      int  // probes in a row the server at the address counted no copy of
@@ -293,6 +308,7 @@ func (a *sigActor) connected() {
 	// No probe of an earlier connection can arrive any more (its reader
 	// has exited): forget the ones that may have been lost with it.
 	a.probeSeq = a.probeNext
+	a.pending, a.fresh, a.freshSeq = pendingProbe{}, false, 0
 	s.probeSeen.Store(a.probeNext)
 	a.resubLeft = 0
 	if a.probeOn {
@@ -318,7 +334,7 @@ func (a *sigActor) connected() {
 		return
 	}
 	if s.cfg.heartbeat > 0 {
-		a.hb.Reset(s.cfg.heartbeat)
+		a.hb.Reset(heartbeatJitter(s.cfg.heartbeat))
 	}
 	if a.resubLeft == 0 {
 		a.resubscribed()
@@ -333,6 +349,7 @@ func (a *sigActor) resubscribed() {
 	s.connected.Store(true)
 	now := time.Now()
 	s.lastSeen.Store(now.UnixNano()) // the server delivers from here on
+	a.proven = now
 	if a.reconnect {
 		a.reconnect = false
 		s.box.pushState(Reconnected{
@@ -599,12 +616,16 @@ func (a *sigActor) handle(c inflight, line string) {
 		case err != nil:
 			a.probeOK = false
 			s.log.Warn().Err(err).Msg("probe signal refused; heartbeat will only ping")
-		case n == 0 && c.kind == callProbe && a.probeSeq == c.seq:
+		case n == 0 && c.kind == callProbe:
 			// Not a black hole (the server counts one): the server
 			// dropped this copy because the connection's push queue was
 			// full at that moment (protocol.md §4). The probe proves
 			// nothing either way: take it back, as if never sent.
-			a.probeSeq = c.prev
+			if a.pending.seq == c.seq {
+				a.pending = pendingProbe{}
+			} else if a.probeSeq == c.seq {
+				a.probeSeq = c.prev
+			}
 		}
 	}
 }
@@ -619,17 +640,22 @@ func (a *sigActor) handle(c inflight, line string) {
 // connection instead.
 //
 // Probing: a signal to the probe channel, emitted on a connection of its
-// own (probeAround), must come back on this one by the next heartbeat.
+// own (probeAround), must come back on this one by the next heartbeat. While
+// the previous one's dial to this connection's server still hangs, the probe
+// goes out on this connection instead (probeHere). One probe of an earlier
+// connection may still hang: it does not hold back this one's.
 func (a *sigActor) heartbeat(ctx context.Context) {
 	s := a.s
 	if a.pingOut {
 		a.lost(fmt.Errorf("%w: no reply to the heartbeat for %v", ErrSilentConnection, s.cfg.heartbeat))
 		return
 	}
+	a.promote(time.Now())
 	if a.probeOK && s.probeSeen.Load() < a.probeSeq {
 		a.lost(fmt.Errorf("%w: probe signal not delivered within %v", ErrSilentConnection, s.cfg.heartbeat))
 		return
 	}
+	a.provenUpTo()
 	if a.pingRefused && a.probeOK {
 		req, err := wire.Signal(s.probeCh, keepalivePayload)
 		if err == nil && a.send(inflight{kind: callKeepalive}, req) {
@@ -638,13 +664,27 @@ func (a *sigActor) heartbeat(ctx context.Context) {
 	} else if a.send(inflight{kind: callPing}, wire.Ping()) {
 		a.pingOut = true
 	}
-	if a.conn != nil && a.probeOK && !a.probing {
+	if a.conn != nil && a.probeOK {
 		a.probeNext++
-		a.probeAround(ctx, a.probeNext)
+		if a.probesOut == 0 || (a.probingGen != a.gen && a.probesOut < cap(a.probeRes)) {
+			a.probeAround(ctx, a.probeNext)
+		} else {
+			// The previous probe's dial hangs: a black hole is still
+			// to be noticed meanwhile.
+			a.probeHere(a.probeNext, time.Now())
+		}
 	}
 	if a.conn != nil {
-		a.hb.Reset(s.cfg.heartbeat)
+		a.hb.Reset(heartbeatJitter(s.cfg.heartbeat))
 	}
+}
+
+// heartbeatJitter returns the wait before the next heartbeat: uniform in
+// [4/5 h, h], so that the streams of a Router, all started together, do not
+// all dial their probes at the same instant. Never more than h: h may be
+// the server's read timeout.
+func heartbeatJitter(h time.Duration) time.Duration {
+	return h - rand.N(h/5+1)
 }
 
 // probeAround emits probe seq on a freshly dialled connection to the
@@ -661,12 +701,15 @@ func (a *sigActor) heartbeat(ctx context.Context) {
 // 15s by default) is the cost.
 func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
 	s := a.s
-	req, err := wire.Signal(s.probeCh, probePayload(seq, time.Now()))
+	now := time.Now()
+	req, err := wire.Signal(s.probeCh, probePayload(seq, now))
 	if err != nil {
 		return // cannot happen: the channel was validated by its listen
 	}
-	res := probeResult{seq: seq, req: req, gen: a.gen}
-	a.probing = true
+	res := probeResult{seq: seq, at: now, req: req, gen: a.gen}
+	s.probeSent.Store(seq)
+	a.probesOut++
+	a.probingGen = a.gen
 	a.probeWG.Add(1)
 	go func() {
 		defer a.probeWG.Done()
@@ -684,7 +727,7 @@ func (a *sigActor) probeAround(ctx context.Context, seq uint64) {
 			}
 		}
 		res.err = err
-		a.probeRes <- res // room for it: one probe at a time
+		a.probeRes <- res // room for it: at most cap(probeRes) out
 	}()
 }
 
@@ -698,10 +741,11 @@ func probePayload(seq uint64, t time.Time) string {
 // probed takes the result of probeAround.
 func (a *sigActor) probed(res probeResult) {
 	s := a.s
-	a.probing = false
+	a.probesOut--
 	if res.gen != a.gen || a.conn == nil || !a.probeOK {
 		return // about a connection gone since
 	}
+	a.fresh = res.err == nil
 	switch {
 	case res.err != nil:
 		a.strays = 0 // unknown: not a run of stray probes
@@ -709,9 +753,7 @@ func (a *sigActor) probed(res probeResult) {
 		// connection limit): probe on this connection, as a black hole
 		// is still to be noticed.
 		s.log.Debug().Err(res.err).Msg("cannot probe on a connection of its own; probing on this one")
-		if a.send(inflight{kind: callProbe, seq: res.seq, prev: a.probeSeq}, res.req) {
-			a.probeSeq = res.seq
-		}
+		a.probeHere(res.seq, res.at)
 	case res.n == 0:
 		// The process at the address does not know this connection's
 		// probe subscription: it is not the one this connection talks to
@@ -723,7 +765,60 @@ func (a *sigActor) probed(res probeResult) {
 		}
 	default:
 		a.strays = 0
-		a.probeSeq = max(a.probeSeq, res.seq)
+		a.freshSeq, a.freshAt = res.seq, res.at
+		a.expect(res.seq)
+	}
+}
+
+// probeHere emits probe seq, of time at, on the stream's own connection:
+// it shows the connection delivers, though not that its server is the one
+// at the address (see probeAround).
+func (a *sigActor) probeHere(seq uint64, at time.Time) {
+	req, err := wire.Signal(a.s.probeCh, probePayload(seq, at))
+	if err != nil {
+		return // cannot happen: the channel was validated by its listen
+	}
+	prev := a.probeSeq
+	if a.pending.seq != 0 {
+		prev = a.pending.seq
+	}
+	a.s.probeSent.Store(seq)
+	if a.send(inflight{kind: callProbe, seq: seq, prev: prev}, req) {
+		a.expect(seq)
+	}
+}
+
+// expect makes probe seq one that must come back: by the next heartbeat if
+// that leaves it at least half an interval, by the one after otherwise (a
+// probe answered late would have no time to arrive).
+func (a *sigActor) expect(seq uint64) {
+	now := time.Now()
+	a.promote(now)
+	if a.pending.seq != 0 {
+		// Still too recent: the older one is checked with it.
+		a.probeSeq = max(a.probeSeq, a.pending.seq)
+	}
+	a.pending = pendingProbe{seq: seq, due: now.Add(a.s.cfg.heartbeat / 2)}
+}
+
+// promote makes the pending probe one the next heartbeat checks, once it
+// has had half an interval to arrive.
+func (a *sigActor) promote(now time.Time) {
+	if a.pending.seq != 0 && !now.Before(a.pending.due) {
+		a.probeSeq = max(a.probeSeq, a.pending.seq)
+		a.pending = pendingProbe{}
+	}
+}
+
+// provenUpTo records, once the newest probe emitted on a connection of its
+// own that the server counted has come back, that delivery worked when it
+// was emitted (see lost).
+func (a *sigActor) provenUpTo() {
+	if a.freshSeq != 0 && a.s.probeSeen.Load() >= a.freshSeq {
+		if a.freshAt.After(a.proven) {
+			a.proven = a.freshAt
+		}
+		a.freshSeq = 0
 	}
 }
 
@@ -787,6 +882,14 @@ func (a *sigActor) lost(reason error) {
 		a.downSince = time.Unix(0, s.lastSeen.Load())
 		if a.downSince.After(now) {
 			a.downSince = now
+		}
+		// A signal or probe that came back proves only that this
+		// connection's server delivers: during a graceful restart the old
+		// process still does, while everyone else's signals go to the new
+		// one. Only a probe emitted on a connection of its own proves the
+		// server at the address delivers to this connection.
+		if a.provenUpTo(); a.fresh && a.proven.Before(a.downSince) {
+			a.downSince = a.proven
 		}
 		s.log.Warn().Err(reason).Time("since", a.downSince).Msg("signal connection lost")
 		s.box.pushState(Disconnected{Server: s.addr, Reason: reason, Since: a.downSince, At: now})

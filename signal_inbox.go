@@ -18,13 +18,19 @@ import (
 // The signal the actor holds staged counts toward max: the consumer never
 // has more than max signals waiting beyond the channel. Under DropOldest it
 // is the oldest and the first to go: it is taken back (stagedGone) and the
-// actor restages (retake); if the actor delivered it meanwhile, the next
-// oldest goes instead (sent).
+// actor restages (retake); if the actor delivered it meanwhile, the drop is
+// undone (sent): the buffer holds max signals, and the consumer the rest.
 //
 // While a stream reconnects, the signals of its new connection are held
 // behind a gate (gate, an index in q) until the Reconnected event is queued
 // in front of them: none reaches the consumer between Disconnected and
-// Reconnected.
+// Reconnected. They do not count toward max, and the overflow policy does
+// not apply to them: the consumer could not have read them, however fast.
+// Up to max of them are held (gated); later ones are dropped and counted,
+// in an Overflow event after Reconnected, and never fail the stream: they
+// lie in the window Disconnected declares signals may be missed in. Once
+// released, they fill the channel's free room, and those that do not fit
+// do not count toward max either (grace) until they are delivered.
 type sigInbox struct {
 	mu         sync.Mutex
 	ch         chan Event
@@ -36,6 +42,9 @@ type sigInbox struct {
 	stagedSig  bool // ... and it is a signal, counted toward max
 	stagedGone bool // ... and DropOldest took it back: it counts as dropped
 	gate       int  // index in q from which events wait for Reconnected; -1 if none
+	gated      int  // signals in q behind gate
+	grace      int  // released signals in q that do not count toward max
+	graceSpan  int  // signals at the head of q up to the last released one
 	closed     bool
 	failed     bool
 	ovPos      int // index in q of an Overflow event drops can still fold into; -1 if none
@@ -72,15 +81,26 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 		return
 	}
 	b.st.Received++
-	if len(b.q) == 0 && !b.staged && b.gate < 0 {
+	if b.gate >= 0 {
+		if b.gated >= b.max {
+			b.st.Dropped++
+			b.overflow(b.ovPos >= b.gate && b.ovPos == len(b.q)-1, DropNewest)
+			return true
+		}
+		b.q = append(b.q, sig)
+		b.nsig++
+		b.gated++
+		return false
+	}
+	if len(b.q) == 0 && !b.staged {
 		select {
 		case b.ch <- sig:
 			b.st.Delivered++
-			return
+			return false
 		default:
 		}
 	}
-	held := b.nsig
+	held := b.nsig - b.grace
 	if b.stagedSig {
 		held++
 	}
@@ -88,7 +108,7 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 		b.st.Dropped++
 		switch b.policy {
 		case DropNewest:
-			b.overflow(len(b.q) > 0 && b.ovPos == len(b.q)-1)
+			b.overflow(len(b.q) > 0 && b.ovPos == len(b.q)-1, b.policy)
 			return true
 		case DropOldest:
 			if b.stagedSig {
@@ -98,7 +118,7 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 			} else {
 				b.removeOldestSignal()
 			}
-			b.overflow(b.ovPos >= 0)
+			b.overflow(b.ovPos >= 0, b.policy)
 		case FailStream:
 			b.failed, b.closed = true, true
 			b.notify()
@@ -113,7 +133,7 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 
 // overflow records one dropped signal in an Overflow event: the pending one
 // at ovPos when fold is true, a new one at the tail otherwise.
-func (b *sigInbox) overflow(fold bool) {
+func (b *sigInbox) overflow(fold bool, policy OverflowPolicy) {
 	now := time.Now()
 	if fold {
 		ev := b.q[b.ovPos].(Overflow)
@@ -122,15 +142,39 @@ func (b *sigInbox) overflow(fold bool) {
 		b.q[b.ovPos] = ev
 		return
 	}
-	b.q = append(b.q, Overflow{Dropped: 1, Total: b.st.Dropped, Policy: b.policy, At: now})
+	b.q = append(b.q, Overflow{Dropped: 1, Total: b.st.Dropped, Policy: policy, At: now})
 	b.ovPos = len(b.q) - 1
 	b.notify()
 }
 
+// undrop takes back the count of a signal dropped that was delivered after
+// all, from the stats and from the pending Overflow event.
+func (b *sigInbox) undrop() {
+	b.st.Dropped--
+	if b.ovPos < 0 {
+		return // the consumer has the Overflow event already
+	}
+	ev := b.q[b.ovPos].(Overflow)
+	if ev.Dropped--; ev.Dropped > 0 {
+		ev.Total = b.st.Dropped
+		b.q[b.ovPos] = ev
+		return
+	}
+	b.q = slices.Delete(b.q, b.ovPos, b.ovPos+1)
+	if b.gate > b.ovPos {
+		b.gate--
+	}
+	b.ovPos = -1
+}
+
 // removeOldestSignal removes the first signal in q (DropOldest) and reports
-// whether there was one.
+// whether there was one. Signals behind the gate are not the consumer's yet:
+// the policy does not apply to them.
 func (b *sigInbox) removeOldestSignal() bool {
 	for i, ev := range b.q {
+		if i == b.gate {
+			break
+		}
 		if _, ok := ev.(Signal); !ok {
 			continue
 		}
@@ -141,6 +185,7 @@ func (b *sigInbox) removeOldestSignal() bool {
 			b.q[len(b.q)-1] = nil
 			b.q = b.q[:len(b.q)-1]
 			b.nsig--
+			b.signalLeft()
 			if b.ovPos > i {
 				b.ovPos--
 			}
@@ -153,6 +198,15 @@ func (b *sigInbox) removeOldestSignal() bool {
 	return false
 }
 
+// signalLeft records that one of the signals ahead of the gate left q: the
+// grace of released signals ends as they go.
+func (b *sigInbox) signalLeft() {
+	if b.graceSpan > 0 {
+		b.graceSpan--
+		b.grace = min(b.grace, b.graceSpan)
+	}
+}
+
 func (b *sigInbox) popFront() Event {
 	ev := b.q[0]
 	b.q[0] = nil
@@ -162,6 +216,7 @@ func (b *sigInbox) popFront() Event {
 	}
 	if _, ok := ev.(Signal); ok {
 		b.nsig--
+		b.signalLeft()
 	}
 	if b.ovPos >= 0 {
 		b.ovPos--
@@ -211,6 +266,9 @@ func (b *sigInbox) pushState(ev Event) {
 				b.ovPos++
 			}
 			b.gate = -1
+			b.grace += b.gated
+			b.graceSpan = b.nsig
+			b.gated = 0
 			return
 		}
 	}
@@ -275,12 +333,10 @@ func (b *sigInbox) sent(ev Event) Event {
 	if _, ok := ev.(Signal); ok {
 		b.st.Delivered++
 		if b.stagedGone {
-			// Delivered before the actor saw it taken back: the drop
-			// counted for it falls on the next oldest.
+			// Delivered before the actor saw it taken back: it was not
+			// dropped after all, and the buffer has room for the rest.
 			b.stagedGone = false
-			if !b.removeOldestSignal() {
-				b.st.Dropped--
-			}
+			b.undrop()
 		}
 	}
 	return b.nextLocked()
@@ -337,6 +393,7 @@ func (b *sigInbox) finish(staged, final Event, block bool) {
 		rest = append([]Event{staged}, rest...)
 	}
 	b.q, b.nsig, b.staged, b.stagedSig, b.stagedGone, b.gate = nil, 0, false, false, false, -1
+	b.gated, b.grace, b.graceSpan = 0, 0, 0
 	if block {
 		// Send without the lock: Stats stays callable meanwhile, and
 		// nothing else touches the queue once closed is set.

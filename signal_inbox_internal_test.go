@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,19 +62,21 @@ func TestSignalInboxHoldsExactlyMaxSignalsBeyondTheChannel(t *testing.T) {
 	}
 }
 
-func TestSignalInboxDropOldestOfASignalDeliveredMeanwhileDropsTheNextOldest(t *testing.T) {
+func TestSignalInboxDropOldestOfASignalDeliveredMeanwhileDropsNothing(t *testing.T) {
 	t.Parallel()
 	b, staged := fullInbox(t, 2, DropOldest)
 	b.pushSignal(Signal{Payload: "2"})
 	b.pushSignal(Signal{Payload: "3"}) // takes the staged "1" back
-	// The actor's send of "1" won the race with the take-back.
+	// The actor's send of "1" won the race with the take-back: the buffer
+	// has room for "2" and "3" again.
 	<-b.ch
 	b.ch <- staged
 	staged = b.sent(staged)
 	st := b.stats()
-	assert.Equal(t, uint64(1), st.Dropped, "one signal lost, not two")
-	assert.Equal(t, 1, st.Buffered)
-	assert.Equal(t, []string{"1", "3"}, payloads(t, b, staged), `"2" went instead`)
+	assert.Zero(t, st.Dropped, "nothing lost")
+	assert.Equal(t, 2, st.Buffered)
+	assert.Equal(t, []Event{Signal{Payload: "2"}, Signal{Payload: "3"}}, append([]Event{staged}, b.q...), "and no Overflow event")
+	assert.Equal(t, []string{"1", "2", "3"}, payloads(t, b, staged))
 	st = b.stats()
 	assert.Equal(t, st.Received, st.Delivered+st.Dropped)
 }
@@ -99,4 +102,72 @@ func TestSignalInboxHoldsANewConnectionsSignalsUntilReconnected(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"old", "dfstream.Disconnected", "dfstream.Reconnected", "new"}, got)
+}
+
+// drain returns what the channel holds: signal payloads, and the type of
+// any other event.
+func drain(b *sigInbox) []string {
+	var got []string
+	for len(b.ch) > 0 {
+		switch e := (<-b.ch).(type) {
+		case Signal:
+			got = append(got, e.Payload)
+		case Overflow:
+			got = append(got, fmt.Sprintf("Overflow(%d)", e.Dropped))
+		default:
+			got = append(got, fmt.Sprintf("%T", e))
+		}
+	}
+	return got
+}
+
+func TestSignalInboxSignalsHeldForReconnectedNeverFailTheStream(t *testing.T) {
+	t.Parallel()
+	b := newSigInbox(8, 2, FailStream)
+	b.pushState(Disconnected{})
+	b.hold()
+	for i := range 5 {
+		b.pushSignal(Signal{Payload: strconv.Itoa(i)})
+	}
+	assert.False(t, b.overflowed())
+	assert.Equal(t, uint64(3), b.stats().Dropped, "held beyond the buffer: dropped, and counted")
+	b.pushState(Reconnected{})
+	assert.Nil(t, b.next())
+	assert.Equal(t, []string{"dfstream.Disconnected", "dfstream.Reconnected", "0", "1", "Overflow(3)"}, drain(b))
+	st := b.stats()
+	assert.Equal(t, st.Received, st.Delivered+st.Dropped)
+}
+
+func TestSignalInboxReleasedSignalsThatDoNotFitTheChannelDoNotCountTowardTheBuffer(t *testing.T) {
+	t.Parallel()
+	b := newSigInbox(1, 2, FailStream)
+	b.pushState(Disconnected{})
+	b.hold()
+	for i := range 2 {
+		b.pushSignal(Signal{Payload: strconv.Itoa(i)})
+	}
+	<-b.ch // Disconnected
+	b.pushState(Reconnected{})
+	staged := b.next()
+	require.Equal(t, Signal{Payload: "0"}, staged)
+	// "1" waits beyond the channel, and "0" is staged: the buffer is full
+	// of what the consumer could not have read yet.
+	b.pushSignal(Signal{Payload: "2"})
+	assert.False(t, b.overflowed(), "a consumer that keeps up is not failed")
+	b.pushSignal(Signal{Payload: "3"})
+	assert.True(t, b.overflowed(), "past the buffer beyond what was released, the policy applies")
+}
+
+func TestSignalHeartbeatIntervalsSpreadWithinTheLastFifthNeverBeyond(t *testing.T) {
+	t.Parallel()
+	const h = 15 * time.Second
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		d := heartbeatJitter(h)
+		require.GreaterOrEqual(t, d, h*4/5)
+		require.LessOrEqual(t, d, h, "the heartbeat may be the server's read timeout")
+		seen[d] = true
+	}
+	assert.Greater(t, len(seen), 100, "streams started together do not all dial at once")
+	assert.Equal(t, time.Nanosecond, heartbeatJitter(time.Nanosecond))
 }

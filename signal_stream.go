@@ -140,19 +140,26 @@ func WithSignalServer(addr string) SignalOption {
 // private channel (under ProbeChannelPrefix) that its own connection listens
 // to, on a freshly dialled connection to the same address, the way any
 // emitter reaches the server. If that signal has not come back by the next
-// heartbeat, or a ping is still unanswered, the connection is deemed silent
+// heartbeat (by the one after, if the server was slow to answer it), or a
+// ping is still unanswered, the connection is deemed silent
 // (ErrSilentConnection: the server keeps it open but delivers nothing,
 // protocol.md §4) and the stream reconnects. A black hole is therefore
-// noticed within two intervals. So is a server restarted gracefully: the
-// old process keeps serving this connection while it drains, and a new one
-// takes the address and everyone else's signals; the new one counts no
-// copy of the probe, twice in a row, and the stream reconnects to it
-// (within three intervals of the takeover). A
-// single probe the server counts no copy of (it may have found the
-// connection's push queue full, and dropped the copy) is not held against
-// the connection. When no other connection can be made, the probe goes on
-// the stream's own connection. The cost is one short-lived connection per
-// interval.
+// noticed within two intervals, three if the server answers slowly. So is
+// a server restarted gracefully: the old process keeps serving this
+// connection while it drains, and a new one takes the address and everyone
+// else's signals; the new one counts no copy of the probe, twice in a row,
+// and the stream reconnects to it (within three intervals of the
+// takeover). A single probe the server counts no copy of (it may have found
+// the connection's push queue full, and dropped the copy) is not held
+// against the connection. When no other connection can be made, the probe
+// goes on the stream's own connection, as it does while the previous
+// probe's dial still hangs.
+//
+// The cost, per stream and per interval, is one short-lived connection: a
+// TCP handshake, a TLS one with WithTLS, the token exchange with
+// WithAuthToken, and one request. A Router's streams each dial their own.
+// Each interval is drawn between four fifths of interval and interval, so
+// that streams started together do not all dial at the same instant.
 //
 // Servers that answer error to ping (those of the signals era, which log a
 // warning each time) are not pinged again on that connection: a signal to
@@ -180,6 +187,13 @@ func WithProbe(on bool) SignalOption {
 // WithSignalBuffer sets how many signals the stream holds for a consumer
 // that has fallen behind, beyond those already in the Events channel
 // (default 1024, at least 1). What happens beyond it is the overflow policy.
+//
+// Signals that arrive on a new connection before Reconnected is queued are
+// held back until it is, and are not counted against the buffer, nor
+// subject to the policy (the consumer could not have read them): up to n
+// are held, and later ones are dropped, counted in Stats().Dropped and in
+// an Overflow event after Reconnected. They never fail the stream: they lie
+// in the window Disconnected declares signals may have been missed in.
 func WithSignalBuffer(n int) SignalOption {
 	return signalOption(func(c *signalConfig) error {
 		if n < 1 {
@@ -256,7 +270,8 @@ type SignalStats struct {
 	Received uint64
 	// Delivered counts the signals handed to the Events channel.
 	Delivered uint64
-	// Dropped counts the signals lost to the overflow policy.
+	// Dropped counts the signals lost to the overflow policy, and those
+	// a new connection brought beyond the buffer before Reconnected.
 	Dropped uint64
 	// Discarded counts the signals still buffered, or left unread in a full
 	// Events channel, when the stream ended.
@@ -303,6 +318,7 @@ type SignalStream struct {
 
 	subs      atomic.Pointer[subSnapshot] // read by the push handler
 	probeSeen atomic.Uint64               // newest probe sequence seen
+	probeSent atomic.Uint64               // newest probe sequence emitted
 	lastSeen  atomic.Int64                // UnixNano when delivery was last seen to work
 	connected atomic.Bool
 
@@ -398,7 +414,7 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 		waiters:     make(map[Subscription][]*sigCmd),
 		subIndex:    make(map[Subscription]int),
 		unlistening: make(map[Subscription]int),
-		probeRes:    make(chan probeResult, 1),
+		probeRes:    make(chan probeResult, 2),
 		probeOn:     cfg.probe && cfg.heartbeat > 0,
 	}
 	a.hb.Stop()
@@ -578,11 +594,11 @@ func (s *SignalStream) onPush(p wire.Push) {
 func (s *SignalStream) onProbe(payload string) {
 	seqText, atText, _ := strings.Cut(payload, " ")
 	seq, err := strconv.ParseUint(seqText, 10, 64)
-	if err != nil {
-		return
+	if err != nil || seq > s.probeSent.Load() {
+		return // not one this stream emitted: it proves nothing
 	}
 	// A probe proves delivery at the time it was emitted, not later.
-	if at, err := strconv.ParseInt(atText, 10, 64); err == nil {
+	if at, err := strconv.ParseInt(atText, 10, 64); err == nil && at <= time.Now().UnixNano() {
 		s.delivered(at)
 	}
 	for {

@@ -1383,24 +1383,13 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 	// An emitter goes on through the new process all along.
 	var mu sync.Mutex
 	var emitted []emitRecord
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			rec := emitFresh(addr, ch, strconv.Itoa(i))
-			mu.Lock()
-			emitted = append(emitted, rec)
-			mu.Unlock()
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	stop := emitEvery(20*time.Millisecond, func(i int) {
+		rec := emitFresh(addr, ch, strconv.Itoa(i))
+		mu.Lock()
+		emitted = append(emitted, rec)
+		mu.Unlock()
+	})
+	defer stop()
 
 	var d dfstream.Disconnected
 	var r dfstream.Reconnected
@@ -1430,11 +1419,7 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 			require.FailNow(t, "the stream did not move to the new process", "received %d", len(received))
 		}
 	}
-	close(stop)
-	wg.Wait()
-	stop = make(chan struct{}) // for the deferred close
-	wg.Add(1)
-	go wg.Done()
+	stop()
 	// What the emitter's last signals brought.
 	for {
 		ev, ok := tryEvent(s.Events(), hb)
@@ -1452,7 +1437,10 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 	assert.Less(t, detected, 20*hb, "noticed within a few heartbeats (3 at most on an idle machine)")
 	assert.Equal(t, d.Since, r.Since)
 	assert.False(t, d.Since.After(took), "the window starts no later than the takeover: nothing proved delivery after it")
-	assert.False(t, d.Since.Before(last.At), "nor before the last delivery")
+	// Signals through the old process prove nothing after the takeover:
+	// Since is when the last probe that went through the address's server
+	// was emitted, a heartbeat or so before the last delivery at most.
+	assert.False(t, d.Since.Before(last.At.Add(-10*hb)), "nor long before the last delivery")
 	mu.Lock()
 	defer mu.Unlock()
 	missed, after := 0, 0
@@ -1502,21 +1490,7 @@ func TestSignalNoSignalOfANewConnectionPrecedesReconnected(t *testing.T) {
 	for i := range 200 {
 		require.NoError(t, s.Listen(ctx, p+".cold."+strconv.Itoa(i)))
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // emits as fast as it can, through its own connection
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, _ = c.Emit(ctx, p+".hot", "x")
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	defer emitFlood(ctx, p+".hot", c)() // through its own connection
 
 	for range 5 {
 		nextSignal(t, s, 5*time.Second) // connected, and delivering
@@ -1549,4 +1523,220 @@ func TestSignalConnectionLostBeforeReadyReportsAWindowFromTheStart(t *testing.T)
 	assert.False(t, d.Since.After(d.At))
 	r := nextOf[dfstream.Reconnected](t, s.Events(), 5*time.Second)
 	assert.Equal(t, d.Since, r.Since)
+}
+
+func TestSignalStreamConsumerThatKeepsUpIsNotFailedByAReconnectWithManySubscriptions(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	addr := srv.Addr()
+	c := newClient(t, []string{addr})
+	p := chanPrefix(t)
+	s := signals(t, c, dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond),
+		dfstream.WithSignalBuffer(16), dfstream.WithOverflow(dfstream.FailStream))
+	ctx := ctxT(t, 30*time.Second)
+	require.NoError(t, s.Listen(ctx, p+".hot"))
+	// Resubscribing takes a while: the hot channel's signals pile up
+	// behind the gate meanwhile.
+	for i := range 200 {
+		require.NoError(t, s.Listen(ctx, p+".cold."+strconv.Itoa(i)))
+	}
+	// The consumer reads as fast as it can all along.
+	var seen atomic.Int64
+	reconnected := make(chan struct{}, 16)
+	failed := make(chan error, 1)
+	go func() {
+		for ev := range s.Events() {
+			switch e := ev.(type) {
+			case dfstream.Signal:
+				seen.Add(1)
+			case dfstream.Reconnected:
+				reconnected <- struct{}{}
+			case dfstream.Failed:
+				failed <- e.Err
+			}
+		}
+	}()
+	defer emitFlood(ctx, p+".hot", newClient(t, []string{addr}), newClient(t, []string{addr}))()
+	for round := range 3 {
+		require.Eventually(t, func() bool { return seen.Load() > 0 }, 5*time.Second, time.Millisecond)
+		srv.DropConnections()
+		select {
+		case <-reconnected:
+		case err := <-failed:
+			require.FailNow(t, "a consumer that keeps up failed", "round %d: %v; stats %+v", round, err, s.Stats())
+		case <-time.After(10 * time.Second):
+			require.FailNow(t, "no Reconnected", "round %d", round)
+		}
+		seen.Store(0)
+	}
+	// Past Reconnected too: the held signals it released do not count.
+	select {
+	case err := <-failed:
+		require.FailNow(t, "a consumer that keeps up failed", "%v; stats %+v", err, s.Stats())
+	case <-time.After(300 * time.Millisecond):
+	}
+	t.Logf("stats %+v", s.Stats())
+}
+
+// emitFlood emits to channel as fast as it can, from each emitter, until the
+// returned stop is called.
+func emitFlood(ctx context.Context, channel string, emitters ...*dfstream.Client) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range emitters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				_, _ = c.Emit(ctx, channel, "x")
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}
+
+func TestSignalDisconnectedSinceIsNotAfterARestartWhileAnOldProcessPublisherStillDelivers(t *testing.T) {
+	t.Parallel()
+	const hb = 200 * time.Millisecond
+	old := dflockdtest.New(t, dflockdtest.Config{ShutdownDrain: time.Minute})
+	addr := old.Addr()
+	s := signals(t, newClient(t, []string{addr}), dfstream.WithHeartbeat(hb),
+		dfstream.WithSignalBackoff(20*time.Millisecond, 100*time.Millisecond))
+	ch := chanPrefix(t) + ".x"
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), ch))
+	// A long-lived publisher: a connection of its own, to the old process.
+	pub := signals(t, newClient(t, []string{addr}), dfstream.WithHeartbeat(0))
+	n, err := pub.Emit(ctxT(t, 5*time.Second), ch, "before")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	nextSignal(t, s, 5*time.Second)
+
+	_, took := restartGracefully(t, old)
+	// Its signals keep reaching the stream through the old process, while
+	// those emitted through the new one are missed.
+	defer emitEvery(20*time.Millisecond, func(int) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = pub.Emit(ctx, ch, "through the old process")
+		cancel()
+	})()
+
+	var d dfstream.Disconnected
+	deadline := time.After(15 * time.Second)
+	for d.At.IsZero() {
+		select {
+		case ev := <-s.Events():
+			if e, ok := ev.(dfstream.Disconnected); ok {
+				d = e
+			}
+		case <-deadline:
+			require.FailNow(t, "no Disconnected")
+		}
+	}
+	assert.False(t, d.Since.After(took), "Since is %v after the takeover", d.Since.Sub(took))
+}
+
+func TestSignalProbeAnsweredJustBeforeTheHeartbeatHasTimeToArrive(t *testing.T) {
+	t.Parallel()
+	const hb = 300 * time.Millisecond
+	// The server answers the probe's own connection just before the next
+	// heartbeat, and pushes the probe a little later, as a real server's
+	// per-connection push queue may.
+	addr := scriptedPushServer(t, func(r scriptReq, push func(int, string)) string {
+		if r.conn != 0 && r.cmd == "signal" && strings.HasPrefix(r.key, dfstream.ProbeChannelPrefix) {
+			time.Sleep(hb - 30*time.Millisecond)
+			line := "sig " + r.key + " " + r.arg
+			time.AfterFunc(60*time.Millisecond, func() { push(0, line) })
+			return "ok 1"
+		}
+		return "ok"
+	})
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	select {
+	case ev := <-s.Events():
+		require.FailNow(t, "a delivering connection was dropped", "%T %+v", ev, ev)
+	case <-time.After(10 * hb):
+	}
+}
+
+// emitEvery calls emit(0), emit(1), ... with a pause between calls, until
+// the returned stop (which may be called more than once) is called.
+func emitEvery(pause time.Duration, emit func(i int)) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			emit(i)
+			select {
+			case <-done:
+				return
+			case <-time.After(pause):
+			}
+		}
+	}()
+	return sync.OnceFunc(func() { close(done); wg.Wait() })
+}
+
+func TestSignalProbeWhoseDialHangsLeavesTheNextOnTheStreamsConnection(t *testing.T) {
+	t.Parallel()
+	const hb = 100 * time.Millisecond
+	hang := make(chan struct{})
+	here := make(chan struct{}, 1)
+	addr := scriptedPushServer(t, func(r scriptReq, push func(int, string)) string {
+		if r.cmd != "signal" || !strings.HasPrefix(r.key, dfstream.ProbeChannelPrefix) {
+			return "ok"
+		}
+		if r.conn != 0 {
+			<-hang // the probe's own connection never gets an answer
+			return ""
+		}
+		select {
+		case here <- struct{}{}:
+		default:
+		}
+		push(0, "sig "+r.key+" "+r.arg)
+		return "ok 1"
+	})
+	t.Cleanup(func() { close(hang) }) // before the server's cleanup
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	select {
+	case <-here:
+	case ev := <-s.Events():
+		require.FailNow(t, "unexpected event", "%T %+v", ev, ev)
+	case <-time.After(dfstream.DefaultConnectTimeout / 2):
+		require.FailNow(t, "no probe while the dial of the previous one hangs")
+	}
+}
+
+func TestSignalProbeTheStreamNeverEmittedProvesNothing(t *testing.T) {
+	t.Parallel()
+	const hb = 100 * time.Millisecond
+	future := strconv.FormatInt(time.Now().Add(time.Hour).UnixNano(), 10)
+	addr := scriptedPushServer(t, func(r scriptReq, push func(int, string)) string {
+		if !strings.HasPrefix(r.key, dfstream.ProbeChannelPrefix) {
+			return "ok"
+		}
+		if r.cmd == "listen" {
+			// A probe from far ahead, in sequence and in time.
+			push(r.conn, "sig "+r.key+" 1000000 "+future)
+			return "ok"
+		}
+		return "ok 1" // counted, and never delivered: a black hole
+	})
+	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	start := time.Now()
+	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
+	ev := next(t, s.Events(), 50*hb)
+	d, ok := ev.(dfstream.Disconnected)
+	require.True(t, ok, "%T %+v", ev, ev)
+	assert.ErrorIs(t, d.Reason, dfstream.ErrSilentConnection)
+	assert.True(t, d.Since.Before(start.Add(time.Minute)), "Since %v is not in the future", d.Since)
 }
