@@ -1616,7 +1616,7 @@ func TestSignalDisconnectedSinceIsNotAfterARestartWhileAnOldProcessPublisherStil
 	require.Equal(t, 1, n)
 	nextSignal(t, s, 5*time.Second)
 
-	_, took := restartGracefully(t, old)
+	_, took := restartGracefully(t, old, dflockdtest.Config{})
 	// Its signals keep reaching the stream through the old process, while
 	// those emitted through the new one are missed.
 	defer emitEvery(20*time.Millisecond, func(int) {
