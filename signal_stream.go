@@ -666,6 +666,14 @@ func (s *SignalStream) end(err error) {
 // without signals, an error matching ErrUnsupported (its generation known
 // from the Client's probe, or stated with WithGeneration). Use a
 // SignalStream (WithSignalServer) to emit on another server.
+//
+// A pooled connection that the server closed while it sat idle is not
+// reused, and an emit that gets no byte of reply on a pooled connection
+// (the server closed it just as the request arrived) goes once more on a
+// fresh one, so a server restart costs no failed call. In the rare case
+// of a server that read the signal, delivered it and died before
+// replying, that retry delivers it twice: delivery is at most once per
+// server process, not across a crash.
 func (c *Client) Emit(ctx context.Context, channel, payload string) (int, error) {
 	if ctx == nil {
 		return 0, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
