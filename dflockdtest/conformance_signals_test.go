@@ -388,13 +388,16 @@ func TestIdleListenerIsDroppedAfterReadTimeoutButPingingOneIsNot(t *testing.T) {
 // to ping (older servers, Config.PingError) keeps an idle listener alive.
 func TestPingAnsweredErrorStillKeepsListenerAlive(t *testing.T) {
 	t.Parallel()
-	e := target(t, dflockdtest.Config{ReadTimeout: 800 * time.Millisecond, PingError: true})
+	// Pings every quarter of the read timeout for two of them: 1.5 s of
+	// slack for a loaded machine before the server would drop a listener.
+	const rt = 2 * time.Second
+	e := target(t, dflockdtest.Config{ReadTimeout: rt, PingError: true})
 	ch := key(t) + ".a"
 	l, s := e.dial(t), e.dial(t)
 	require.Equal(t, "ok", l.do("listen", ch, ""))
 	start := time.Now()
-	for time.Since(start) < 1600*time.Millisecond {
-		time.Sleep(200 * time.Millisecond)
+	for time.Since(start) < 2*rt {
+		time.Sleep(rt / 4)
 		require.Equal(t, "error", l.do("ping", "_", ""))
 		require.Equal(t, "error", s.do("ping", "_", ""))
 	}
