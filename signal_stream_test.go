@@ -1487,7 +1487,7 @@ func TestSignalNoSignalOfANewConnectionPrecedesReconnected(t *testing.T) {
 	// connection, and the first ones deliver before the last is confirmed.
 	ctx := ctxT(t, 30*time.Second)
 	require.NoError(t, s.Listen(ctx, p+".hot"))
-	for i := range 200 {
+	for i := range 1000 {
 		require.NoError(t, s.Listen(ctx, p+".cold."+strconv.Itoa(i)))
 	}
 	defer emitFlood(ctx, p+".hot", c)() // through its own connection
@@ -1532,12 +1532,12 @@ func TestSignalStreamConsumerThatKeepsUpIsNotFailedByAReconnectWithManySubscript
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
 	s := signals(t, c, dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond),
-		dfstream.WithSignalBuffer(16), dfstream.WithOverflow(dfstream.FailStream))
+		dfstream.WithSignalBuffer(256), dfstream.WithOverflow(dfstream.FailStream))
 	ctx := ctxT(t, 30*time.Second)
 	require.NoError(t, s.Listen(ctx, p+".hot"))
 	// Resubscribing takes a while: the hot channel's signals pile up
 	// behind the gate meanwhile.
-	for i := range 200 {
+	for i := range 1000 {
 		require.NoError(t, s.Listen(ctx, p+".cold."+strconv.Itoa(i)))
 	}
 	// The consumer reads as fast as it can all along.
@@ -1556,6 +1556,9 @@ func TestSignalStreamConsumerThatKeepsUpIsNotFailedByAReconnectWithManySubscript
 			}
 		}
 	}()
+	// A flood two emitters strong, against a buffer a consumer that keeps
+	// up does not fill at that rate, while a thousand resubscriptions take
+	// long enough for many more than that to arrive behind the gate.
 	defer emitFlood(ctx, p+".hot", newClient(t, []string{addr}), newClient(t, []string{addr}))()
 	for round := range 3 {
 		require.Eventually(t, func() bool { return seen.Load() > 0 }, 5*time.Second, time.Millisecond)
