@@ -25,7 +25,7 @@ import (
 // handoff. HeldFill reports acq/s for 10,000 distinct keys acquired and
 // held by 32 goroutines. Run them interleaved:
 //
-//	for i in $(seq 4); do go test -run='^$' -bench='Handoff|HeldFill' -benchtime=2s -count=1 .; done | benchstat -
+//	for i in $(seq 4); do go test -run='^$' -bench='Handoff|HeldFill' -benchtime=1s -count=1 .; done | benchstat -
 //
 // They are Unix only: HeldFill needs some 20,000 descriptors (see
 // heldFillKeys).
