@@ -3,7 +3,6 @@ package dfstream
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/dfstream/dfstream/wire"
 )
@@ -11,7 +10,7 @@ import (
 // ErrNotAcquired is what TryLock and TryAcquireSemaphore return, wrapped,
 // when the key was not free at the first answer: another client holds the
 // lock, or every slot of the semaphore. Nothing is held or left queued.
-var ErrNotAcquired = errors.New("dfstream: not acquired")
+var ErrNotAcquired = errors.New("not acquired")
 
 // notAcquiredError is a try that found the key taken. It matches
 // ErrNotAcquired and, through the server's answer, ErrTimeout.
@@ -22,7 +21,7 @@ type notAcquiredError struct {
 }
 
 func (e *notAcquiredError) Error() string {
-	return fmt.Sprintf("dfstream: %s %q not acquired: held by another client", e.kind, e.key)
+	return e.err.Error() // the stream's *OpError, which says why
 }
 
 func (e *notAcquiredError) Is(target error) bool { return target == ErrNotAcquired }
@@ -37,7 +36,7 @@ func (c *Client) acquireHold(ctx context.Context, kind wire.Kind, key string, li
 		opts = append(opts[:len(opts):len(opts)], WithAcquireTimeout(0))
 	}
 	if ctx != nil && ctx.Err() != nil {
-		return nil, ctx.Err() // nothing sent
+		return nil, startErr(kind, key, ctx.Err()) // nothing sent
 	}
 	s, err := c.newHold(ctx, kind, key, limit, opts)
 	if err != nil {

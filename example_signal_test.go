@@ -47,7 +47,7 @@ func ExampleRouter() {
 		panic("alerting is down")
 	})
 	if err := r.Handle("orders.>>", nil); err != nil {
-		fmt.Println("rejected:", strings.TrimPrefix(err.Error(), "dflockd: "))
+		fmt.Println("rejected:", err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,11 +77,11 @@ func ExampleRouter() {
 	fmt.Println(strings.Join(got, "\n"))
 	fmt.Printf("%+v\n", r.Stats())
 	// Output:
-	// rejected: invalid pattern "orders.>>": a token with ">" must be exactly ">" and the last
+	// rejected: dfstream: handle: invalid pattern "orders.>>": a token with ">" must be exactly ">" and the last
 	// emit orders.created: 1 receiver(s)
 	// emit orders.eu.failed: 1 receiver(s)
 	// emit users.created: 0 receiver(s)
-	// handler for orders.*.failed failed: dfstream: handler panicked: alerting is down
+	// handler for orders.*.failed failed: handler panicked: alerting is down
 	// orders.*  got orders.created "id=42"
 	// orders.>  got orders.created "id=42"
 	// orders.>  got orders.eu.failed "id=7"

@@ -71,7 +71,7 @@ func WithGeneration(g Generation) Option {
 // ErrUnsupported reports a request the server's generation does not serve:
 // signals on 1.10 and 2.x servers. errors.As with *UnsupportedError tells
 // which server and generation.
-var ErrUnsupported = errors.New("dfstream: not supported by the server")
+var ErrUnsupported = errors.New("not supported by the server")
 
 // UnsupportedError reports a feature the generation of a server lacks. It
 // matches ErrUnsupported.
@@ -83,7 +83,7 @@ type UnsupportedError struct {
 
 // Error implements error.
 func (e *UnsupportedError) Error() string {
-	return fmt.Sprintf("dfstream: %s: the server at %s speaks dflockd %s, which has none", e.Feature, e.Server, e.Generation)
+	return fmt.Sprintf("the server at %s speaks dflockd %s, which has no %s", e.Server, e.Generation, e.Feature)
 }
 
 // Is reports whether target is ErrUnsupported.
@@ -195,19 +195,20 @@ func (c *Client) generation(ctx context.Context, i int) (Generation, error) {
 // not yet (see WithGeneration). Errors are those of Stats.
 func (c *Client) Generation(ctx context.Context, addr string) (Generation, error) {
 	if ctx == nil {
-		return GenUnknown, errNilContext
+		return GenUnknown, opError("generation", "", addr, errNilContext)
 	}
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		return GenUnknown, ErrClosed
+		return GenUnknown, opError("generation", "", addr, ErrClosed)
 	}
 	i, err := c.serverIndex(addr)
 	if err != nil {
-		return GenUnknown, err
+		return GenUnknown, opError("generation", "", addr, err)
 	}
-	return c.generation(ctx, i)
+	g, err := c.generation(ctx, i)
+	return g, opError("generation", "", c.cfg.servers[i], err)
 }
 
 // needSignals returns an *UnsupportedError when server i is known to have

@@ -109,7 +109,7 @@ func (s *holdStream) again(err error) bool {
 	s.dropConn()
 	if time.Since(s.roundStart) >= s.cfg.acquireTimeout {
 		// The round ends here, and its error says why it was not held.
-		stale.err = fmt.Errorf("%w: not acquired within %v, the last grant given back: %w", ErrTimeout, s.cfg.acquireTimeout, stale.err)
+		stale.err = fmt.Errorf("%w: not acquired within %v; the last grant was given back: %w", ErrTimeout, s.cfg.acquireTimeout, stale.err)
 		return false
 	}
 	s.log.Debug().Err(err).Msg("grant given back; queueing again")
@@ -140,7 +140,7 @@ func (s *holdStream) retrying(err error) bool {
 	} else if errors.Is(err, ErrClosed) {
 		endErr = nil
 	}
-	s.end(Failed{Key: s.key, Err: err, At: time.Now()}, endErr)
+	s.end(Failed{Key: s.key, Err: s.opErr("acquire", err), At: time.Now()}, s.opErr("acquire", endErr))
 	return false
 }
 
@@ -321,7 +321,7 @@ func (s *holdStream) grantExchange(req wire.Request, lease time.Duration) (line 
 	line, err = s.conn.exchange(context.Background(), req, deadline)
 	if err != nil {
 		if lease != 0 && ranOut(err, lossAt) && !s.stopped() {
-			return "", sent, &staleGrant{fmt.Errorf("%w: no reply to %s before the grant's safe deadline: %w", ErrDeadlinePassed, req.Cmd, err)}
+			return "", sent, &staleGrant{connFailed(ErrDeadlinePassed, err)}
 		}
 		return "", sent, s.exchangeErr(err)
 	}
@@ -460,7 +460,7 @@ func (s *holdStream) renewTick() {
 	s.out.deliver() // into the room the consumer made since the last event
 	if s.conn.watch == nil {
 		if err := s.conn.watchWith(s.c.watcher); err != nil {
-			s.lose(fmt.Errorf("%w: watching the connection: %w", ErrConnLost, err), false)
+			s.lose(s.opErr("hold", fmt.Errorf("%w: cannot watch the connection: %w", ErrConnLost, err)), false)
 			return
 		}
 		if time.Now().Before(s.renewDue) {
@@ -470,7 +470,7 @@ func (s *holdStream) renewTick() {
 		}
 	}
 	if err := s.renew(); err != nil {
-		s.lose(err, false)
+		s.lose(s.opErr("renew", err), false)
 		return
 	}
 	s.giveTurn()
@@ -489,7 +489,7 @@ func (s *holdStream) renew() error {
 	s.observeRenewal(sent, err)
 	if err != nil {
 		if ranOut(err, s.lossAt) {
-			return fmt.Errorf("%w: %w", ErrDeadlinePassed, err)
+			return connFailed(ErrDeadlinePassed, err)
 		}
 		return connLost(err) // or cut short by a release
 	}
@@ -534,7 +534,7 @@ func (s *holdStream) hungUp(lc *lockConn) {
 		s.giveTurn() // whoever used lc has seen it fail
 		return
 	}
-	s.lose(fmt.Errorf("%w: the server closed the connection", ErrConnLost), false)
+	s.lose(s.opErr("hold", fmt.Errorf("%w: the server closed the connection", ErrConnLost)), false)
 }
 
 // release gives the key back and ends the stream. A connection that ended
@@ -556,14 +556,15 @@ func (s *holdStream) release(ctx context.Context) error {
 	if err != nil {
 		switch {
 		case errors.Is(err, wire.ErrServer):
-			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
+			err = fmt.Errorf("%w: the server refused the release: %w", ErrLeaseExpired, err)
 		case ctx.Err() != nil:
 			err = fmt.Errorf("%w: release abandoned: %w", ErrConnLost, ctx.Err())
 		case ranOut(err, s.lossAt):
-			err = fmt.Errorf("%w: no reply to the release: %w", ErrDeadlinePassed, err)
+			err = connFailed(ErrDeadlinePassed, err)
 		default:
-			err = fmt.Errorf("%w: %w", ErrConnLost, err)
+			err = connFailed(ErrConnLost, err)
 		}
+		err = s.opErr("release", err)
 		s.lose(err, true)
 		return err
 	}

@@ -125,19 +125,19 @@ func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit 
 	cfg := c.cfg.stream
 	for _, o := range opts {
 		if err := o.applyStream(&cfg); err != nil {
-			return nil, err
+			return nil, startErr(kind, key, err)
 		}
 	}
 	if ctx == nil {
-		return nil, errNilContext
+		return nil, startErr(kind, key, errNilContext)
 	}
 	req, err := wire.Enqueue(kind, key, limit, cfg.lease)
 	if err != nil {
-		return nil, err
+		return nil, startErr(kind, key, err)
 	}
 	srv, err := c.shard(key)
 	if err != nil {
-		return nil, err
+		return nil, startErr(kind, key, err)
 	}
 	s := &holdStream{
 		c: c, key: key, kind: kind, limit: limit, cfg: cfg, srv: srv,
@@ -155,7 +155,7 @@ func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit 
 		s.log = s.log.With().Str("key", key).Str("kind", kind.String()).Logger()
 	}
 	if err := c.register(s, nil); err != nil {
-		return nil, err
+		return nil, startErr(kind, key, err)
 	}
 	return s, nil
 }
@@ -197,7 +197,7 @@ func (s *holdStream) held() bool {
 
 // errNilContext is what the entry points that take a context return for a
 // nil one.
-var errNilContext = fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+var errNilContext = invalid("nil context")
 
 // Err reports why the stream ended: nil while it runs and after a plain
 // release or Close; otherwise matchable with errors.Is (ErrTimeout,
@@ -214,7 +214,7 @@ func (s *holdStream) Err() error {
 // late waits for the renewal or the loss. It does not consume events.
 func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 	if ctx == nil {
-		return Acquired{}, errNilContext
+		return Acquired{}, s.opErr("acquire", errNilContext)
 	}
 	for {
 		s.mu.Lock()
@@ -231,12 +231,12 @@ func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 			if err == nil {
 				err = ErrClosed
 			}
-			return Acquired{}, fmt.Errorf("dfstream: %s %q not acquired: %w", s.kind, s.key, err)
+			return Acquired{}, s.opErr("acquire", err)
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return Acquired{}, ctx.Err()
+			return Acquired{}, s.opErr("acquire", ctx.Err())
 		}
 	}
 }
@@ -253,7 +253,7 @@ func (s *holdStream) Wait(ctx context.Context) (Acquired, error) {
 // (ErrClosed after Close).
 func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 	if ctx == nil {
-		return false, errNilContext
+		return false, s.opErr("acquire", errNilContext)
 	}
 	for {
 		s.mu.Lock()
@@ -270,12 +270,12 @@ func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 			if err == nil {
 				err = ErrClosed
 			}
-			return false, err
+			return false, s.opErr("acquire", err)
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, s.opErr("acquire", ctx.Err())
 		}
 	}
 }
@@ -291,7 +291,7 @@ func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 // on holding the key.
 func (s *holdStream) Release(ctx context.Context) error {
 	if ctx == nil {
-		return errNilContext
+		return s.opErr("release", errNilContext)
 	}
 	hurried := false
 	defer func() {
@@ -303,7 +303,7 @@ func (s *holdStream) Release(ctx context.Context) error {
 		s.mu.Lock()
 		if s.state != StateHeld {
 			s.mu.Unlock()
-			return ErrNotHeld
+			return s.opErr("release", ErrNotHeld)
 		}
 		changed := s.awaitChange()
 		s.mu.Unlock()
@@ -326,7 +326,7 @@ func (s *holdStream) Release(ctx context.Context) error {
 			return s.releaseTurn(ctx)
 		case <-changed: // lost meanwhile, say: look again
 		case <-ctx.Done():
-			return ctx.Err()
+			return s.opErr("release", ctx.Err())
 		}
 	}
 }
@@ -336,7 +336,7 @@ func (s *holdStream) Release(ctx context.Context) error {
 func (s *holdStream) releaseTurn(ctx context.Context) error {
 	if s.State() != StateHeld {
 		s.giveTurn()
-		return ErrNotHeld
+		return s.opErr("release", ErrNotHeld)
 	}
 	return s.release(ctx)
 }

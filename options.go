@@ -89,7 +89,7 @@ func defaultClientConfig() clientConfig {
 }
 
 func invalidOption(name string, v any, why string) error {
-	return fmt.Errorf("dfstream: option %s(%v): %s: %w", name, v, why, ErrInvalidInput)
+	return &OpError{Op: fmt.Sprintf("option %s(%v)", name, v), Err: invalid(why)}
 }
 
 // WithServers sets the servers as host:port addresses (default

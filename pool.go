@@ -69,9 +69,9 @@ func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 		return &lockConn{SyncConn: sc}, nil
 	case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput),
 		errors.Is(ctx.Err(), context.Canceled):
-		return nil, fmt.Errorf("dfstream: %w", err)
+		return nil, err
 	case probed && errors.Is(err, wire.ErrClosed):
-		return nil, fmt.Errorf("dfstream: %w", connLost(err)) // connected, and lost during the probe
+		return nil, connLost(err) // connected, and lost during the probe
 	default:
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
@@ -147,7 +147,7 @@ func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline tim
 	line, err := lc.ExchangeContext(ctx, req, deadline)
 	if err == nil && strings.HasPrefix(line, "error_draining") && errors.Is(wire.ParseOK(req.Cmd, line), wire.ErrDraining) {
 		_ = lc.SyncConn.Close()
-		return "", fmt.Errorf("dflockd: %s: %w: %w", req.Cmd, wire.ErrDraining, wire.ErrClosed)
+		return "", fmt.Errorf("%s: %w: %w", req.Cmd, wire.ErrDraining, wire.ErrClosed)
 	}
 	if err == nil && lc.watch != nil {
 		lc.watch.Resume()

@@ -251,7 +251,7 @@ type route struct {
 // NewRouter returns a Router that connects through c.
 func NewRouter(c *Client, opts ...RouterOption) (*Router, error) {
 	if c == nil {
-		return nil, fmt.Errorf("dfstream: nil Client: %w", ErrInvalidInput)
+		return nil, opError("new router", "", "", invalid("nil Client"))
 	}
 	r := &Router{c: c, ready: make(chan struct{})}
 	for _, o := range opts {
@@ -284,15 +284,15 @@ func (r *Router) Use(mw ...Middleware) {
 // handler gets the signal. An invalid pattern is an error matching
 // ErrInvalidInput. Handlers must be registered before Run (ErrRouterStarted).
 func (r *Router) Handle(pattern string, h Handler, opts ...HandlerOption) error {
-	return r.add(pattern, "", h, opts)
+	return routeErr(pattern, "", r.add(pattern, "", h, opts))
 }
 
 // HandleFunc registers f as in Handle.
 func (r *Router) HandleFunc(pattern string, f func(ctx context.Context, sig Signal) error, opts ...HandlerOption) error {
 	if f == nil {
-		return fmt.Errorf("dfstream: nil handler for %q: %w", pattern, ErrInvalidInput)
+		return routeErr(pattern, "", invalid("nil handler"))
 	}
-	return r.add(pattern, "", HandlerFunc(f), opts)
+	return routeErr(pattern, "", r.add(pattern, "", HandlerFunc(f), opts))
 }
 
 // HandleGroup registers h as a member of the queue group group on pattern:
@@ -302,9 +302,9 @@ func (r *Router) HandleFunc(pattern string, f func(ctx context.Context, sig Sign
 // has a connection of its own (see Router).
 func (r *Router) HandleGroup(pattern, group string, h Handler, opts ...HandlerOption) error {
 	if group == "" {
-		return fmt.Errorf("dfstream: HandleGroup %q: %w", pattern, &wire.InputError{Field: "group", Reason: "empty"})
+		return routeErr(pattern, group, &wire.InputError{Field: "group", Reason: "empty"})
 	}
-	return r.add(pattern, group, h, opts)
+	return routeErr(pattern, group, r.add(pattern, group, h, opts))
 }
 
 func (r *Router) add(pattern, group string, h Handler, opts []HandlerOption) error {
@@ -315,7 +315,7 @@ func (r *Router) add(pattern, group string, h Handler, opts []HandlerOption) err
 		return err
 	}
 	if h == nil {
-		return fmt.Errorf("dfstream: nil handler for %q: %w", pattern, ErrInvalidInput)
+		return invalid("nil handler")
 	}
 	cfg := handlerConfig{workers: 1, queue: DefaultHandlerQueue, policy: DefaultOverflow}
 	for _, o := range opts {
@@ -387,19 +387,19 @@ func (r *Router) match(channel string, visit func(string, *route)) {
 // stack) once drained.
 func (r *Router) Run(ctx context.Context) (err error) {
 	if ctx == nil {
-		return fmt.Errorf("dfstream: router: nil context: %w", ErrInvalidInput)
+		return opError("run router", "", "", errNilContext)
 	}
 	r.mu.Lock()
 	if r.started {
 		r.mu.Unlock()
-		return ErrRouterStarted
+		return opError("run router", "", "", ErrRouterStarted)
 	}
 	r.started = true
 	routes := r.routes
 	mw := r.mw
 	r.mu.Unlock()
 	if len(routes) == 0 {
-		return fmt.Errorf("dfstream: router has no handlers: %w", ErrInvalidInput)
+		return opError("run router", "", "", invalid("no handlers"))
 	}
 
 	runCtx, stop := context.WithCancelCause(ctx)
@@ -573,7 +573,7 @@ func (r *Router) dispatch(runCtx context.Context, s *SignalStream, group *route)
 	}
 	r.reportDrops(touched)
 	if runCtx.Err() == nil {
-		r.stop(fmt.Errorf("dfstream: router: signal stream to %s closed: %w", s.Server(), ErrClosed))
+		r.stop(opError("run router", "", s.Server(), &explained{"the signal stream to " + s.Server() + " closed", ErrClosed}))
 	}
 }
 
@@ -599,7 +599,7 @@ func (r *Router) offer(rt *route, sig Signal, touched []*route) []*route {
 			return touched
 		}
 	case FailStream:
-		r.stop(fmt.Errorf("%w: handler %s queue full (%d signals)", ErrOverflow, Subscription{rt.pattern, rt.group}, rt.cfg.queue))
+		r.stop(opError("run router", "", "", fmt.Errorf("%w: handler %s queue full (%d signals)", ErrOverflow, Subscription{rt.pattern, rt.group}, rt.cfg.queue)))
 	}
 	rt.dropped.Add(1)
 	r.dropped.Add(1)
@@ -703,7 +703,7 @@ type HandlerPanic struct {
 }
 
 // Error implements error.
-func (p *HandlerPanic) Error() string { return fmt.Sprintf("dfstream: handler panicked: %v", p.Value) }
+func (p *HandlerPanic) Error() string { return fmt.Sprintf("handler panicked: %v", p.Value) }
 
 // Is reports whether target is ErrHandlerPanic.
 func (p *HandlerPanic) Is(target error) bool { return target == ErrHandlerPanic }

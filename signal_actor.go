@@ -209,7 +209,7 @@ func (a *sigActor) run(ctx context.Context) {
 		case <-replied:
 			a.replies()
 		case <-connDone:
-			a.lost(fmt.Errorf("%w: %w", ErrConnLost, a.conn.Err()))
+			a.lost(asConnLost(a.conn.Err()))
 		case <-hb:
 			a.heartbeat(ctx)
 		case res := <-a.probeRes:
@@ -224,6 +224,10 @@ func (a *sigActor) run(ctx context.Context) {
 
 // stop ends the stream with final as its terminal event.
 func (a *sigActor) stop(final Event, err error) {
+	if f, ok := final.(Failed); ok {
+		f.Err = signalsErr(a.s.addr, f.Err)
+		final = f
+	}
 	a.ended, a.final, a.err = true, final, err
 }
 
@@ -282,6 +286,9 @@ func (a *sigActor) finish() {
 // closedCause is the error of a call on a stream that ended with err (nil
 // after Close): it matches ErrClosed, and err.
 func closedCause(err error) error {
+	if oe, ok := err.(*OpError); ok {
+		err = oe.Err // the call's own operation names itself
+	}
 	if err == nil || errors.Is(err, ErrClosed) {
 		return cmp.Or(err, ErrClosed)
 	}
@@ -394,7 +401,7 @@ func (a *sigActor) send(c inflight, req wire.Request) bool {
 			return false
 		}
 		a.requeue(c)
-		a.lost(fmt.Errorf("%w: %w", ErrConnLost, err))
+		a.lost(asConnLost(err))
 		return false
 	}
 	c.call = call
@@ -430,7 +437,7 @@ func (a *sigActor) command(cmd *sigCmd) {
 	case opUnlisten:
 		a.removeSub(cmd.sub)
 		for _, w := range a.waiters[cmd.sub] {
-			w.answer(0, fmt.Errorf("dfstream: listen %s: %w", cmd.sub, ErrUnlistened))
+			w.answer(0, ErrUnlistened)
 		}
 		delete(a.waiters, cmd.sub)
 		if a.conn == nil {
@@ -506,7 +513,7 @@ func (a *sigActor) replies() {
 		if err != nil {
 			// The connection stopped: every request still in flight shares
 			// its fate.
-			a.lost(fmt.Errorf("%w: %w", ErrConnLost, err))
+			a.lost(asConnLost(err))
 			return
 		}
 		a.calls[0] = inflight{}
@@ -535,7 +542,6 @@ func (a *sigActor) handle(c inflight, line string) {
 		if err := wire.ParseOK(c.kind.cmd(), line); errors.Is(err, ErrAuth) {
 			// The server wants a token this Client does not have (or
 			// not this one): no reconnect can fix that.
-			err = fmt.Errorf("dfstream: signals: authentication refused: %w", err)
 			if c.cmd != nil {
 				c.cmd.answer(0, err)
 			}
@@ -549,7 +555,7 @@ func (a *sigActor) handle(c inflight, line string) {
 		if a.unlistening[c.sub] > 0 {
 			// An Unlisten sent after this Listen undoes it.
 			if err == nil {
-				err = fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened)
+				err = ErrUnlistened
 			}
 			c.cmd.answer(0, err)
 			return
@@ -580,7 +586,7 @@ func (a *sigActor) handle(c inflight, line string) {
 			}
 		} else {
 			if err != nil {
-				err = fmt.Errorf("dfstream: listen again to %s after reconnecting: %w", c.sub, err)
+				err = fmt.Errorf("listening again to %s after reconnecting: %w", c.sub, err)
 				for _, w := range a.waiters[c.sub] {
 					w.answer(0, err)
 				}
@@ -853,7 +859,7 @@ func (a *sigActor) lost(reason error) {
 			if _, ok := a.subIndex[c.sub]; !ok || a.unlistening[c.sub] > 0 {
 				// An Unlisten overtook it: nothing will listen again
 				// to c.sub, so it would wait forever.
-				c.cmd.answer(0, fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened))
+				c.cmd.answer(0, ErrUnlistened)
 				continue
 			}
 			a.waiters[c.sub] = append(a.waiters[c.sub], c.cmd)
@@ -861,7 +867,7 @@ func (a *sigActor) lost(reason error) {
 			if c.kind == callUnlisten {
 				a.unlistened(c)
 			}
-			a.answerLost(c, fmt.Errorf("%w: %w", ErrConnLost, reason))
+			a.answerLost(c, asConnLost(reason))
 		}
 	}
 	for i := range a.subs {

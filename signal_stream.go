@@ -354,7 +354,7 @@ type subSnapshot struct {
 // ends when ctx ends or Close is called.
 func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStream, error) {
 	if ctx == nil {
-		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+		return nil, signalsErr("", errNilContext)
 	}
 	cfg := c.defaultSignalConfig()
 	for _, o := range opts {
@@ -362,7 +362,7 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 			continue
 		}
 		if err := o.applySignal(&cfg); err != nil {
-			return nil, err
+			return nil, signalsErr("", err)
 		}
 	}
 	if !cfg.heartbeatSet && c.cfg.serverReadTimeout/2 < cfg.heartbeat {
@@ -370,10 +370,10 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 	}
 	srv, err := c.serverIndex(cfg.server)
 	if err != nil {
-		return nil, err
+		return nil, signalsErr(cfg.server, err)
 	}
 	if err := c.needSignals(srv); err != nil {
-		return nil, err
+		return nil, signalsErr(cfg.server, err)
 	}
 	addr := c.cfg.servers[srv]
 	var nonce [8]byte
@@ -399,9 +399,9 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
+			return nil, signalsErr(addr, context.Cause(ctx))
 		}
-		return nil, unreachable(err)
+		return nil, signalsErr(addr, unreachable(err))
 	}
 	actx, cancel := context.WithCancelCause(ctx)
 	s.cancel = cancel
@@ -422,7 +422,7 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 	if err := c.register(s, func() { a.run(actx) }); err != nil {
 		cancel(nil)
 		_ = conn.Close()
-		return nil, err
+		return nil, signalsErr(addr, err)
 	}
 	return s, nil
 }
@@ -498,10 +498,10 @@ func (s *SignalStream) Listen(ctx context.Context, pattern string) error {
 func (s *SignalStream) ListenGroup(ctx context.Context, pattern, group string) error {
 	req, err := wire.Listen(pattern, group)
 	if err != nil {
-		return err
+		return s.subErr(true, Subscription{pattern, group}, err)
 	}
 	_, err = s.do(ctx, &sigCmd{op: opListen, sub: Subscription{pattern, group}, req: req})
-	return err
+	return s.subErr(true, Subscription{pattern, group}, err)
 }
 
 // Unlisten drops the plain subscription to pattern (a group membership on
@@ -514,10 +514,10 @@ func (s *SignalStream) Unlisten(ctx context.Context, pattern string) error {
 func (s *SignalStream) UnlistenGroup(ctx context.Context, pattern, group string) error {
 	req, err := wire.Unlisten(pattern, group)
 	if err != nil {
-		return err
+		return s.subErr(false, Subscription{pattern, group}, err)
 	}
 	_, err = s.do(ctx, &sigCmd{op: opUnlisten, sub: Subscription{pattern, group}, req: req})
-	return err
+	return s.subErr(false, Subscription{pattern, group}, err)
 }
 
 // Emit sends payload to channel and returns the number of copies the server
@@ -532,14 +532,15 @@ func (s *SignalStream) UnlistenGroup(ctx context.Context, pattern, group string)
 func (s *SignalStream) Emit(ctx context.Context, channel, payload string) (int, error) {
 	req, err := wire.Signal(channel, payload)
 	if err != nil {
-		return 0, err
+		return 0, opError("emit", channel, s.addr, err)
 	}
-	return s.do(ctx, &sigCmd{op: opEmit, req: req, ctx: ctx})
+	n, err := s.do(ctx, &sigCmd{op: opEmit, req: req, ctx: ctx})
+	return n, opError("emit", channel, s.addr, err)
 }
 
 func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (int, error) {
 	if ctx == nil {
-		return 0, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+		return 0, errNilContext
 	}
 	cmd.reply = make(chan cmdResult, 1)
 	select {
@@ -628,12 +629,9 @@ func (c *Client) probeSignals(ctx context.Context, srv int, conn *wire.Conn) err
 		ctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
 		defer cancel()
 		err := c.learnGeneration(ctx, srv, func(req wire.Request) (string, error) { return conn.Do(ctx, req) })
-		if errors.Is(err, ErrAuth) {
-			err = fmt.Errorf("signals: authentication refused: %w", err) // as when the stream's first request is
-		}
 		if err != nil {
 			_ = conn.Close()
-			return fmt.Errorf("dfstream: %w", err)
+			return err
 		}
 	}
 	if err := c.needSignals(srv); err != nil {
@@ -655,7 +653,7 @@ func unreachable(err error) error {
 
 func (s *SignalStream) end(err error) {
 	s.mu.Lock()
-	s.err = err
+	s.err = signalsErr(s.addr, err)
 	s.mu.Unlock()
 }
 
@@ -676,23 +674,23 @@ func (s *SignalStream) end(err error) {
 // server process, not across a crash.
 func (c *Client) Emit(ctx context.Context, channel, payload string) (int, error) {
 	if ctx == nil {
-		return 0, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+		return 0, c.emitErr(channel, errNilContext)
 	}
 	req, err := wire.Signal(channel, payload)
 	if err != nil {
-		return 0, err
+		return 0, c.emitErr(channel, err)
 	}
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		return 0, ErrClosed
+		return 0, c.emitErr(channel, ErrClosed)
 	}
 	if _, err := c.generation(ctx, 0); err != nil {
-		return 0, err
+		return 0, c.emitErr(channel, err)
 	}
 	if err := c.needSignals(0); err != nil {
-		return 0, err
+		return 0, c.emitErr(channel, err)
 	}
 	var n int
 	err = c.roundTrip(ctx, 0, req, func(line string) (err error) {
@@ -701,9 +699,9 @@ func (c *Client) Emit(ctx context.Context, channel, payload string) (int, error)
 	})
 	if err != nil {
 		if errors.Is(err, ErrConnLost) {
-			err = fmt.Errorf("dfstream: emit: %w", err)
+			err = fmt.Errorf("%w; the signal may have been delivered", err)
 		}
-		return 0, err
+		return 0, c.emitErr(channel, err)
 	}
 	return n, nil
 }

@@ -129,7 +129,7 @@ func (c *Client) Servers() []string { return append([]string(nil), c.cfg.servers
 func (c *Client) ServerFor(key string) (string, error) {
 	i, err := c.shard(key)
 	if err != nil {
-		return "", err
+		return "", opError("find the server of", key, "", err)
 	}
 	return c.cfg.servers[i], nil
 }
@@ -145,7 +145,7 @@ func (c *Client) shard(key string) (int, error) {
 	n := len(c.cfg.servers)
 	i := c.cfg.shard(key, n)
 	if i < 0 || i >= n {
-		return 0, fmt.Errorf("dfstream: shard function returned %d for %d servers: %w", i, n, ErrInvalidInput)
+		return 0, invalid(fmt.Sprintf("the shard function returned %d for %d servers", i, n))
 	}
 	return i, nil
 }
@@ -157,17 +157,17 @@ func (c *Client) shard(key string) (int, error) {
 // again on a fresh one, which reaches the server listening at addr now.
 func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
 	if ctx == nil {
-		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+		return nil, opError("stats", "", addr, errNilContext)
 	}
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		return nil, ErrClosed
+		return nil, opError("stats", "", addr, ErrClosed)
 	}
 	i, err := c.serverIndex(addr)
 	if err != nil {
-		return nil, err
+		return nil, opError("stats", "", addr, err)
 	}
 	var st *Stats
 	err = c.roundTrip(ctx, i, wire.StatsRequest(), func(line string) (err error) {
@@ -175,7 +175,7 @@ func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, opError("stats", "", c.cfg.servers[i], err)
 	}
 	return st, nil
 }
@@ -189,7 +189,7 @@ func (c *Client) serverIndex(addr string) (int, error) {
 			return i, nil
 		}
 	}
-	return 0, fmt.Errorf("dfstream: %q is not a configured server: %w", addr, ErrInvalidInput)
+	return 0, invalid(fmt.Sprintf("%q is not a configured server", addr))
 }
 
 // roundTrip sends req on a pooled connection to server i and hands the
@@ -215,9 +215,9 @@ func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse f
 	case err == nil:
 		err = parse(line)
 	case ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded):
-		err = fmt.Errorf("dfstream: %s: %w", req.Cmd, err)
+		// The caller's own deadline or cancellation: said as it is.
 	default:
-		err = fmt.Errorf("dfstream: %s: %w: %w", req.Cmd, ErrConnLost, err)
+		err = connFailed(ErrConnLost, err)
 	}
 	if err != nil && (!errors.Is(err, wire.ErrServer) || errors.Is(err, ErrAuth)) {
 		lc.close() // out of step, not understood, or refused: never reused
@@ -230,7 +230,7 @@ func (c *Client) roundTrip(ctx context.Context, i int, req wire.Request, parse f
 func (c *Client) dial(ctx context.Context, addr string, opts ...wire.ConnOption) (*wire.Conn, error) {
 	conn, err := c.dialer.Dial(ctx, addr, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("dfstream: %w", err)
+		return nil, err
 	}
 	return conn, nil
 }

@@ -208,7 +208,7 @@ func (c *Conn) Do(ctx context.Context, req Request) (string, error) {
 		return "", err
 	}
 	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("dflockd: %s: %w", req.Cmd, err)
+		return "", fmt.Errorf("%s: %w", req.Cmd, err)
 	}
 	call := &Call{done: make(chan struct{})}
 	if err := c.send(ctx, req, call); err != nil {
@@ -377,7 +377,7 @@ func (d *Dialer) Dial(ctx context.Context, addr string, opts ...ConnOption) (*Co
 		}
 		if err != nil {
 			_ = c.Close()
-			return nil, fmt.Errorf("dflockd: dial %s: auth: %w", addr, err)
+			return nil, &DialError{Addr: addr, Err: err}
 		}
 	}
 	return c, nil
@@ -403,7 +403,7 @@ func (d *Dialer) authRequest(addr string) (Request, error) {
 	}
 	auth, err := Auth(d.AuthToken)
 	if err != nil {
-		return Request{}, fmt.Errorf("dflockd: dial %s: %w", addr, err)
+		return Request{}, &DialError{Addr: addr, Err: err}
 	}
 	return auth, nil
 }
@@ -427,7 +427,7 @@ func (d *Dialer) connect(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	nc, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dflockd: dial %s: %w", addr, err)
+		return nil, &DialError{Addr: addr, Err: err}
 	}
 	if d.TLS == nil {
 		return nc, nil
@@ -444,7 +444,7 @@ func (d *Dialer) connect(ctx context.Context, addr string) (net.Conn, error) {
 	tc := tls.Client(nc, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = nc.Close()
-		return nil, fmt.Errorf("dflockd: dial %s: tls handshake: %w", addr, err)
+		return nil, &DialError{Addr: addr, Step: "tls handshake", Err: err}
 	}
 	return tc, nil
 }

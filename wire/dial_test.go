@@ -153,7 +153,11 @@ func TestDialRefused(t *testing.T) {
 	require.NoError(t, ln.Close())
 	_, err = (&wire.Dialer{Timeout: 5 * time.Second}).Dial(t.Context(), addr)
 	require.Error(t, err)
-	assert.True(t, strings.HasPrefix(err.Error(), "dflockd: dial "+addr+": "), err.Error())
+	var de *wire.DialError
+	require.ErrorAs(t, err, &de)
+	assert.Equal(t, addr, de.Addr)
+	assert.True(t, strings.HasPrefix(err.Error(), "dial "+addr+": "), err.Error())
+	assert.Equal(t, 1, strings.Count(err.Error(), addr), "the *net.OpError's own copy of the address is cut: %q", err)
 }
 
 func TestDialBadTokenNoConnect(t *testing.T) {

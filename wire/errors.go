@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"net"
 	"strconv"
 	"strings"
 )
@@ -9,54 +10,58 @@ import (
 // Sentinel errors. Replies from the server are returned as [*ServerError]
 // values that match the sentinel of their status with errors.Is, so callers
 // can branch on meaning without parsing messages.
+//
+// No error of this package starts with a package name: they are parts of
+// the message of whoever wraps them (the dfstream package says "dfstream: "
+// once, at the start), and a prefix at every level would repeat.
 var (
 	// ErrTimeout is the "timeout" status: a blocking acquire or wait ran out
 	// of time (or a try-once request found the key busy).
-	ErrTimeout = errors.New("dflockd: timeout")
+	ErrTimeout = errors.New("timed out")
 	// ErrAuth is the "error_auth" status, and any non-ok reply to auth.
-	ErrAuth = errors.New("dflockd: authentication failed")
+	ErrAuth = errors.New("authentication refused")
 	// ErrMaxLocks is the "error_max_locks" status: the server's key budget
 	// (idle keys included until GC) is exhausted.
-	ErrMaxLocks = errors.New("dflockd: server lock limit reached")
+	ErrMaxLocks = errors.New("server lock limit reached")
 	// ErrMaxWaiters is the "error_max_waiters" status: the key's queue is full.
-	ErrMaxWaiters = errors.New("dflockd: server waiter limit reached")
+	ErrMaxWaiters = errors.New("server waiter limit reached")
 	// ErrLimitMismatch is the "error_limit_mismatch" status: the key exists
 	// with another semaphore limit (even with no holders, until GC).
-	ErrLimitMismatch = errors.New("dflockd: semaphore limit mismatch")
+	ErrLimitMismatch = errors.New("semaphore limit mismatch")
 	// ErrNotEnqueued is the "error_not_enqueued" status: a wait without a
 	// pending enqueue on this connection.
-	ErrNotEnqueued = errors.New("dflockd: not enqueued")
+	ErrNotEnqueued = errors.New("not enqueued")
 	// ErrAlreadyEnqueued is the "error_already_enqueued" status.
-	ErrAlreadyEnqueued = errors.New("dflockd: already enqueued")
+	ErrAlreadyEnqueued = errors.New("already enqueued")
 	// ErrLeaseExpired is the "error_lease_expired" status: the lease ran out
 	// before a renew or wait reached the server; the slot is lost.
-	ErrLeaseExpired = errors.New("dflockd: lease expired")
+	ErrLeaseExpired = errors.New("lease expired")
 	// ErrTypeMismatch is the "error_type_mismatch" status: the key is held as
 	// another kind of lock (a read-write lock) on the server.
-	ErrTypeMismatch = errors.New("dflockd: key type mismatch")
+	ErrTypeMismatch = errors.New("key type mismatch")
 	// ErrDraining is the "error_draining" status (2.x): the server is shutting
 	// down gracefully and closes the connection after this reply; the
 	// request was not executed.
-	ErrDraining = errors.New("dflockd: server draining")
+	ErrDraining = errors.New("server draining")
 	// ErrNotLeader is the "error_not_leader [<addr>]" status of a 2.x cluster
 	// member that is not the leader; the request was not executed. The
 	// error is a [*NotLeaderError] carrying the leader's address, if known.
-	ErrNotLeader = errors.New("dflockd: not the cluster leader")
+	ErrNotLeader = errors.New("not the cluster leader")
 	// ErrServer matches every [*ServerError]: the generic "error" status and
 	// every status this package does not know (later servers add some).
-	ErrServer = errors.New("dflockd: server error")
+	ErrServer = errors.New("server error")
 	// ErrProtocol matches every [*ProtocolError]: a reply or push line that
 	// cannot be parsed, or a line nobody asked for.
-	ErrProtocol = errors.New("dflockd: protocol error")
+	ErrProtocol = errors.New("protocol error")
 	// ErrInvalidInput matches every [*InputError]: a client-side validation
 	// failure, detected before anything is written.
-	ErrInvalidInput = errors.New("dflockd: invalid input")
+	ErrInvalidInput = errors.New("invalid input")
 	// ErrLineTooLong is returned by [LineReader] for a line over its cap.
-	ErrLineTooLong = errors.New("dflockd: line too long")
+	ErrLineTooLong = errors.New("line too long")
 	// ErrClosed matches the error of every request on a closed or lost
 	// [Conn]; the underlying cause (io.EOF, a [*ProtocolError], a context
 	// error, ...) is wrapped alongside it.
-	ErrClosed = errors.New("dflockd: connection closed")
+	ErrClosed = errors.New("connection closed")
 )
 
 // ServerError is returned for every non-ok status. errors.Is(e, ErrServer)
@@ -74,13 +79,52 @@ type ServerError struct {
 	Detail string
 }
 
-// Error implements error.
+// Error implements error. A status this package knows is said in words
+// (the request is the caller's to name); the generic "error" and unknown
+// statuses, which carry no meaning of their own, are quoted as the server
+// sent them, with the detail.
 func (e *ServerError) Error() string {
-	msg := "dflockd: " + e.Cmd + ": server replied " + strconv.Quote(e.Status)
-	if e.Detail != "" {
-		msg += " (" + strconv.Quote(e.Detail) + ")"
+	if msg := statusText(e.Status); msg != "" {
+		if e.Detail != "" {
+			msg += " (" + strconv.Quote(e.Detail) + ")"
+		}
+		return msg
 	}
-	return msg
+	line := e.Status
+	if e.Detail != "" {
+		line += " " + e.Detail
+	}
+	return "server replied " + strconv.Quote(line)
+}
+
+// statusText says what a known status means, "" for "error" and unknown
+// ones.
+func statusText(status string) string {
+	switch status {
+	case "timeout":
+		return "timed out"
+	case "error_auth":
+		return "authentication refused"
+	case "error_max_locks":
+		return "the server has as many keys as it allows"
+	case "error_max_waiters":
+		return "the key has as many waiters as the server allows"
+	case "error_limit_mismatch":
+		return "the key exists with another limit"
+	case "error_not_enqueued":
+		return "not enqueued on this connection"
+	case "error_already_enqueued":
+		return "already enqueued on this connection"
+	case "error_lease_expired":
+		return "the lease expired"
+	case "error_type_mismatch":
+		return "the key is a read-write lock"
+	case "error_draining":
+		return "the server is shutting down"
+	case "error_not_leader":
+		return "not the cluster leader"
+	}
+	return ""
 }
 
 // Is reports whether target is ErrServer; the status sentinel is matched
@@ -167,14 +211,10 @@ type NotLeaderError struct {
 
 // Error implements error.
 func (e *NotLeaderError) Error() string {
-	cmd := ""
-	if e.err != nil {
-		cmd = e.err.Cmd + ": "
-	}
 	if e.Leader == "" {
-		return "dflockd: " + cmd + "not the cluster leader (no leader known)"
+		return "not the cluster leader (no leader known)"
 	}
-	return "dflockd: " + cmd + "not the cluster leader (leader " + strconv.Quote(e.Leader) + ")"
+	return "not the cluster leader (leader " + strconv.Quote(e.Leader) + ")"
 }
 
 // Is reports whether target is ErrNotLeader or ErrServer, also for a
@@ -223,13 +263,12 @@ func clip(s string) string {
 // Error implements error.
 func (e *ProtocolError) Error() string {
 	var b strings.Builder
-	b.WriteString("dflockd: ")
-	if e.Cmd != "" {
-		b.WriteString(e.Cmd)
-		b.WriteString(": ")
-	}
 	b.WriteString("protocol error: ")
 	b.WriteString(e.Reason)
+	if e.Cmd != "" {
+		b.WriteString(" in the reply to ")
+		b.WriteString(e.Cmd)
+	}
 	b.WriteString(": ")
 	b.WriteString(strconv.Quote(e.Line))
 	if e.cause != nil {
@@ -270,7 +309,7 @@ func (e *InputError) Error() string {
 	if len(v) > maxErrValue {
 		v, more = v[:maxErrValue], "..."
 	}
-	return "dflockd: invalid " + e.Field + " " + strconv.Quote(v) + more + ": " + e.Reason
+	return "invalid " + e.Field + " " + strconv.Quote(v) + more + ": " + e.Reason
 }
 
 // Is reports whether target is ErrInvalidInput.
@@ -295,3 +334,34 @@ func (e *closedError) Unwrap() []error {
 	}
 	return []error{ErrClosed, e.cause}
 }
+
+// DialError reports a connection to a server that could not be made or
+// set up: the TCP connect, the TLS handshake, or authentication failed. It
+// unwraps to the cause (a *net.OpError, a TLS error, an error matching
+// ErrAuth, ...).
+type DialError struct {
+	// Addr is the address dialled.
+	Addr string
+	// Step is "tls handshake" when the TLS handshake failed, "" otherwise
+	// (the connect, or authentication, whose errors say so).
+	Step string
+	// Err is the cause.
+	Err error
+}
+
+// Error implements error. The text of a *net.OpError is cut to its cause:
+// it names the address again.
+func (e *DialError) Error() string {
+	msg := "dial " + e.Addr + ": "
+	if e.Step != "" {
+		msg += e.Step + ": "
+	}
+	var oe *net.OpError
+	if errors.As(e.Err, &oe) && oe.Err != nil {
+		return msg + oe.Err.Error()
+	}
+	return msg + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *DialError) Unwrap() error { return e.Err }

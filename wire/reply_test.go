@@ -234,7 +234,8 @@ func TestStatusErr(t *testing.T) {
 	assert.ErrorIs(t, err, wire.ErrTimeout)
 	assert.ErrorIs(t, err, wire.ErrServer)
 	assert.NotErrorIs(t, err, wire.ErrAuth)
-	assert.Equal(t, `dflockd: sl: server replied "timeout"`, err.Error())
+	assert.Equal(t, "timed out", err.Error(), "a known status in words, without a prefix")
+	assert.Equal(t, `server replied "error_new"`, wire.StatusErr("sl", "error_new").Error(), "an unknown one as sent")
 	assert.Equal(t, wire.ErrTimeout, se.Unwrap())
 	// Unwrap chains to the status sentinel.
 	assert.Equal(t, wire.ErrServer, (&wire.ServerError{Status: "weird"}).Unwrap())

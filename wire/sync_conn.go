@@ -29,7 +29,7 @@ import (
 // fresh connection is therefore safe for locks and stats; a signal may
 // have been delivered already (a server that failed between delivering it
 // and replying).
-var ErrNoReply = errors.New("dflockd: connection ended before any reply")
+var ErrNoReply = errors.New("connection ended before any reply")
 
 // SyncConn is a connection for strict request/reply exchanges made by one
 // goroutine at a time. It has no goroutine of its own: Exchange writes the
@@ -86,7 +86,7 @@ func (c *SyncConn) ExchangeContext(ctx context.Context, req Request, deadline ti
 		return "", err
 	}
 	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("dflockd: %s: %w", req.Cmd, err)
+		return "", fmt.Errorf("%s: %w", req.Cmd, err)
 	}
 	ctxDeadline, bounded := ctx.Deadline()
 	if bounded = bounded && (deadline.IsZero() || ctxDeadline.Before(deadline)); bounded {
@@ -367,7 +367,7 @@ func (d *Dialer) DialSync(ctx context.Context, addr string) (*SyncConn, error) {
 	}
 	if err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("dflockd: dial %s: auth: %w", addr, err)
+		return nil, &DialError{Addr: addr, Err: err}
 	}
 	return c, nil
 }
