@@ -348,6 +348,139 @@ func TestErrorMessages(t *testing.T) {
 			want: `dfstream: emit "a": closed`,
 			is:   []error{dfstream.ErrClosed},
 		},
+		{
+			name: "Lock with a negative lease",
+			run: func(t *testing.T, e *errEnv) error {
+				_, err := e.c.Lock(ctx, e.key, dfstream.WithLease(-time.Second))
+				return err
+			},
+			want: `dfstream: option WithLease(-1s): must be positive`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
+		{
+			name: "Lock whose context ends in the queue",
+			run: func(t *testing.T, e *errEnv) error {
+				e.hold(t, e.key)
+				ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+				defer cancel()
+				_, err := e.c.Lock(ctx, e.key)
+				return err
+			},
+			want: `dfstream: acquire lock "{key}": context deadline exceeded`,
+			is:   []error{context.DeadlineExceeded},
+		},
+		{
+			name: "Lock on a silent server",
+			opts: []dfstream.Option{dfstream.WithConnectTimeout(300 * time.Millisecond)},
+			run: func(t *testing.T, e *errEnv) error {
+				e.srv.Freeze()
+				defer e.srv.Thaw()
+				_, err := e.c.Lock(ctx, e.key)
+				return err
+			},
+			want: `dfstream: acquire lock "{key}": connection lost: no reply in time`,
+			is:   []error{dfstream.ErrConnLost},
+		},
+		{
+			name: "StartLock on a closed Client",
+			run: func(t *testing.T, e *errEnv) error {
+				require.NoError(t, e.c.Close())
+				_, err := e.c.StartLock(ctx, e.key)
+				return err
+			},
+			want: `dfstream: acquire lock "{key}": closed`,
+			is:   []error{dfstream.ErrClosed},
+		},
+		{
+			name: "ServerFor with a shard out of range",
+			opts: []dfstream.Option{dfstream.WithSharding(func(string, int) int { return 5 })},
+			run: func(t *testing.T, e *errEnv) error {
+				_, err := e.c.ServerFor(e.key)
+				return err
+			},
+			want: `dfstream: find the server of "{key}": the shard function returned 5 for 1 servers`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
+		{
+			name: "Generation of an unknown server",
+			run: func(t *testing.T, e *errEnv) error {
+				_, err := e.c.Generation(ctx, "example.com:1")
+				return err
+			},
+			want: `dfstream: generation: "example.com:1" is not a configured server`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
+		{
+			name: "Signals on an unknown server",
+			run: func(t *testing.T, e *errEnv) error {
+				_, err := e.c.Signals(ctx, dfstream.WithSignalServer("example.com:1"))
+				return err
+			},
+			want: `dfstream: signal stream: "example.com:1" is not a configured server`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
+		{
+			name: "Signals without the token the server wants",
+			cfg:  dflockdtest.Config{AuthToken: "right"},
+			run: func(t *testing.T, e *errEnv) error {
+				_, err := e.c.Signals(ctx)
+				return err
+			},
+			want: `dfstream: signal stream: authentication refused`,
+			is:   []error{dfstream.ErrAuth},
+		},
+		{
+			name: "ListenGroup on a closed stream",
+			run: func(t *testing.T, e *errEnv) error {
+				s, err := e.c.Signals(ctx)
+				require.NoError(t, err)
+				require.NoError(t, s.Close())
+				return s.ListenGroup(ctx, "a.b", "workers")
+			},
+			want: `dfstream: join group "workers" on "a.b": closed`,
+			is:   []error{dfstream.ErrClosed},
+		},
+		{
+			name: "Emit on a closed signal stream",
+			run: func(t *testing.T, e *errEnv) error {
+				s, err := e.c.Signals(ctx)
+				require.NoError(t, err)
+				require.NoError(t, s.Close())
+				_, err = s.Emit(ctx, "a.b", "x")
+				return err
+			},
+			want: `dfstream: emit "a.b": closed`,
+			is:   []error{dfstream.ErrClosed},
+		},
+		{
+			name: "NewRouter without a Client",
+			run: func(t *testing.T, e *errEnv) error {
+				_, err := dfstream.NewRouter(nil)
+				return err
+			},
+			want: `dfstream: new router: nil Client`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
+		{
+			name: "Handle an invalid pattern",
+			run: func(t *testing.T, e *errEnv) error {
+				r, err := dfstream.NewRouter(e.c)
+				require.NoError(t, err)
+				return r.Handle("a.>>", dfstream.HandlerFunc(func(context.Context, dfstream.Signal) error { return nil }))
+			},
+			want: `dfstream: handle: invalid pattern "a.>>": a token with ">" must be exactly ">" and the last`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
+		{
+			name: "Run a router without handlers",
+			run: func(t *testing.T, e *errEnv) error {
+				r, err := dfstream.NewRouter(e.c)
+				require.NoError(t, err)
+				return r.Run(ctx)
+			},
+			want: `dfstream: run router: no handlers`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

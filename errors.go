@@ -99,10 +99,11 @@ var ErrUnlistened = errors.New("unlistened before confirmed")
 // Match the cause with errors.Is (ErrTimeout, ErrConnLost, ...); errors.As
 // with *OpError gives the operation, key and server.
 type OpError struct {
-	// Op is the operation in words: "acquire lock", "acquire semaphore",
-	// "renew lock", "release semaphore", "wait for lock", "hold lock",
-	// "signals", "listen", "unlisten", "emit", "stats", "option
-	// WithLease(-1s)", ...
+	// Op is the operation in words: "acquire lock", "acquire semaphore"
+	// (also for Wait and Enqueued), "renew lock", "hold lock" (the
+	// connection failed while held), "release semaphore", "signal stream",
+	// "listen", "unlisten", "join group \"g\" on", "emit", "stats",
+	// "handle", "run router", "option WithLease(-1s)", ...
 	Op string
 	// Key is the lock or semaphore key, the pattern or the channel the
 	// operation was on; "" when none.

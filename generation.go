@@ -135,7 +135,7 @@ func (c *Client) learnGeneration(ctx context.Context, i int, exchange func(wire.
 	}
 	gen, err := probeGeneration(exchange)
 	if err != nil {
-		return fmt.Errorf("probing the server's generation: %w", err)
+		return err // the connection's first request: its failure speaks for itself
 	}
 	g.gen.Store(uint32(gen))
 	c.cfg.logger.Debug().Str("server", c.cfg.servers[i]).Stringer("generation", gen).Msg("server generation")

@@ -1,0 +1,94 @@
+package dfstream_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfstream/dfstream"
+	"github.com/dfstream/dfstream/dflockdtest"
+)
+
+func TestOpErrorNamesTheOperationKeyAndServer(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	key := testKey(t, "k")
+	held, err := c.Lock(t.Context(), key)
+	require.NoError(t, err)
+	defer held.Close()
+
+	_, err = c.TryLock(t.Context(), key)
+	var oe *dfstream.OpError
+	require.ErrorAs(t, err, &oe)
+	assert.Equal(t, "acquire lock", oe.Op)
+	assert.Equal(t, key, oe.Key)
+	assert.Equal(t, addr, oe.Server)
+	assert.ErrorIs(t, oe.Err, dfstream.ErrTimeout, "Err is the cause")
+}
+
+// A stream that fails reports the same sentence in its Failed event, in
+// Err and from Wait.
+func TestFailedEventSaysWhatWaitSays(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	key := testKey(t, "k")
+	held, err := c.Lock(t.Context(), key)
+	require.NoError(t, err)
+	defer held.Close()
+
+	s, err := c.StartLock(t.Context(), key, dfstream.WithAcquireTimeout(0))
+	require.NoError(t, err)
+	defer s.Close()
+	_, waitErr := s.Wait(t.Context())
+	want := `dfstream: acquire lock "` + key + `": held by another client`
+	require.EqualError(t, waitErr, want)
+	for {
+		if f, ok := next(t, s.Events(), 5*time.Second).(dfstream.Failed); ok {
+			assert.EqualError(t, f.Err, want)
+			break
+		}
+	}
+	assert.EqualError(t, s.Err(), want)
+}
+
+// A signal stream that the server refuses ends with Failed saying so once,
+// and a Listen says that the stream closed, and why, after its own
+// operation: never the prefix twice.
+func TestSignalStreamRefusedSaysItOnce(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{AuthToken: "right"})
+	// The generation is stated, so no probe meets the refusal: the first
+	// Listen does.
+	c := newClient(t, []string{srv.Addr()}, signalsEra)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	s, err := c.Signals(ctx)
+	require.NoError(t, err)
+	defer s.Close()
+
+	err = s.Listen(ctx, "a.b") // refused, or behind the stream's probe that was
+	assert.Contains(t, []string{
+		`dfstream: listen "a.b": authentication refused`,
+		`dfstream: listen "a.b": closed: authentication refused`,
+	}, err.Error())
+	assert.ErrorIs(t, err, dfstream.ErrAuth)
+	for {
+		if f, ok := next(t, s.Events(), 5*time.Second).(dfstream.Failed); ok {
+			assert.EqualError(t, f.Err, "dfstream: signal stream: authentication refused")
+			assert.ErrorIs(t, f.Err, dfstream.ErrAuth)
+			break
+		}
+	}
+	<-s.Done()
+	assert.EqualError(t, s.Err(), "dfstream: signal stream: authentication refused")
+
+	err = s.Listen(ctx, "c.d")
+	assert.EqualError(t, err, `dfstream: listen "c.d": closed: authentication refused`, "the stream's reason, said once")
+	assert.ErrorIs(t, err, dfstream.ErrClosed)
+	assert.ErrorIs(t, err, dfstream.ErrAuth)
+}
