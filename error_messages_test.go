@@ -194,6 +194,18 @@ func TestErrorMessages(t *testing.T) {
 			is:   []error{dfstream.ErrLimitMismatch, dfstream.ErrServer},
 		},
 		{
+			name: "Lock on a semaphore's key",
+			run: func(t *testing.T, e *errEnv) error {
+				s, err := e.c.AcquireSemaphore(ctx, e.key, 3)
+				require.NoError(t, err)
+				defer s.Close()
+				_, err = e.c.Lock(ctx, e.key)
+				return err
+			},
+			want: `dfstream: acquire lock "{key}": the key exists as a semaphore (stats shows its limit)`,
+			is:   []error{dfstream.ErrLimitMismatch, dfstream.ErrServer},
+		},
+		{
 			name: "Semaphore with limit 0",
 			run: func(t *testing.T, e *errEnv) error {
 				_, err := e.c.StartSemaphore(ctx, e.key, 0)

@@ -12,16 +12,23 @@ import (
 	"github.com/dfstream/dfstream/dflockdtest"
 )
 
+// takenKey returns a Client, its server and a key held by another Client
+// until the test ends.
+func takenKey(t *testing.T) (c *dfstream.Client, addr, key string) {
+	t.Helper()
+	addr, _ = testServer(t, dflockdtest.Config{})
+	key = testKey(t, "k")
+	held, err := newClient(t, []string{addr}).Lock(t.Context(), key)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = held.Close() })
+	return newClient(t, []string{addr}), addr, key
+}
+
 func TestOpErrorNamesTheOperationKeyAndServer(t *testing.T) {
 	t.Parallel()
-	addr, _ := testServer(t, dflockdtest.Config{})
-	c := newClient(t, []string{addr})
-	key := testKey(t, "k")
-	held, err := c.Lock(t.Context(), key)
-	require.NoError(t, err)
-	defer held.Close()
+	c, addr, key := takenKey(t)
 
-	_, err = c.TryLock(t.Context(), key)
+	_, err := c.TryLock(t.Context(), key)
 	var oe *dfstream.OpError
 	require.ErrorAs(t, err, &oe)
 	assert.Equal(t, "acquire lock", oe.Op)
@@ -34,12 +41,7 @@ func TestOpErrorNamesTheOperationKeyAndServer(t *testing.T) {
 // Err and from Wait.
 func TestFailedEventSaysWhatWaitSays(t *testing.T) {
 	t.Parallel()
-	addr, _ := testServer(t, dflockdtest.Config{})
-	c := newClient(t, []string{addr})
-	key := testKey(t, "k")
-	held, err := c.Lock(t.Context(), key)
-	require.NoError(t, err)
-	defer held.Close()
+	c, _, key := takenKey(t)
 
 	s, err := c.StartLock(t.Context(), key, dfstream.WithAcquireTimeout(0))
 	require.NoError(t, err)
