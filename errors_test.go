@@ -94,3 +94,52 @@ func TestSignalStreamRefusedSaysItOnce(t *testing.T) {
 	assert.ErrorIs(t, err, dfstream.ErrClosed)
 	assert.ErrorIs(t, err, dfstream.ErrAuth)
 }
+
+// A signal stream's connection events and its end by context say
+// "dfstream: " once, like its failures.
+func TestSignalStreamEventsSayThePrefixOnce(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	c := newClient(t, []string{srv.Addr()})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	s, err := c.Signals(ctx)
+	require.NoError(t, err)
+	defer s.Close()
+
+	srv.DropConnections()
+	d := nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
+	assert.Contains(t, []string{ // as the drop reached the socket: a FIN, or a reset
+		"dfstream: signal stream: connection lost: the server closed the connection",
+		"dfstream: signal stream: connection lost: read: connection reset by peer",
+	}, d.Reason.Error())
+	assert.ErrorIs(t, d.Reason, dfstream.ErrConnLost)
+
+	cancel()
+	for {
+		if cl, ok := next(t, s.Events(), 5*time.Second).(dfstream.Closed); ok {
+			assert.EqualError(t, cl.Err, "dfstream: signal stream: context canceled")
+			assert.ErrorIs(t, cl.Err, context.Canceled)
+			break
+		}
+	}
+	assert.EqualError(t, s.Err(), "dfstream: signal stream: context canceled")
+}
+
+// A held stream ended by its context reports that as its other failures:
+// the operation, the key, then the context's error.
+func TestHeldStreamEndedByItsContextSaysSo(t *testing.T) {
+	t.Parallel()
+	addr, _ := testServer(t, dflockdtest.Config{})
+	c := newClient(t, []string{addr})
+	key := testKey(t, "k")
+	ctx, cancel := context.WithCancel(t.Context())
+	s, err := c.StartLock(ctx, key)
+	require.NoError(t, err)
+	_, err = s.Wait(t.Context())
+	require.NoError(t, err)
+	cancel()
+	<-s.Done()
+	assert.EqualError(t, s.Err(), `dfstream: hold lock "`+key+`": context canceled`)
+	assert.ErrorIs(t, s.Err(), context.Canceled)
+}

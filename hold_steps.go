@@ -581,7 +581,7 @@ func (s *holdStream) release(ctx context.Context) error {
 // userErr is the error a stream ending as its user asked reports.
 func (s *holdStream) userErr() error {
 	if s.stopped() {
-		return closedBy(s.stopCause())
+		return s.opErr("hold", closedBy(s.stopCause()))
 	}
 	return nil
 }

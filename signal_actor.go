@@ -224,7 +224,11 @@ func (a *sigActor) run(ctx context.Context) {
 
 // stop ends the stream with final as its terminal event.
 func (a *sigActor) stop(final Event, err error) {
-	if f, ok := final.(Failed); ok {
+	switch f := final.(type) {
+	case Failed:
+		f.Err = signalsErr(a.s.addr, f.Err)
+		final = f
+	case Closed:
 		f.Err = signalsErr(a.s.addr, f.Err)
 		final = f
 	}
@@ -898,7 +902,7 @@ func (a *sigActor) lost(reason error) {
 			a.downSince = a.proven
 		}
 		s.log.Warn().Err(reason).Time("since", a.downSince).Msg("signal connection lost")
-		s.box.pushState(Disconnected{Server: s.addr, Reason: reason, Since: a.downSince, At: now})
+		s.box.pushState(Disconnected{Server: s.addr, Reason: signalsErr(s.addr, reason), Since: a.downSince, At: now})
 		s.observeDisconnected(reason)
 		// The new connection's signals wait for Reconnected.
 		s.box.hold()
