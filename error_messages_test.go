@@ -226,6 +226,18 @@ func TestErrorMessages(t *testing.T) {
 			is:   []error{dfstream.ErrNotHeld},
 		},
 		{
+			name: "Release with a context already ended",
+			run: func(t *testing.T, e *errEnv) error {
+				s, err := e.c.Lock(ctx, e.key)
+				require.NoError(t, err)
+				ended, cancel := context.WithCancel(ctx)
+				cancel()
+				return s.Release(ended)
+			},
+			want: `dfstream: release lock "{key}": connection lost: closed to free the key: context canceled`,
+			is:   []error{dfstream.ErrConnLost, context.Canceled},
+		},
+		{
 			name: "Wait on a closed stream",
 			run: func(t *testing.T, e *errEnv) error {
 				e.hold(t, e.key)

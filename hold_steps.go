@@ -558,7 +558,7 @@ func (s *holdStream) release(ctx context.Context) error {
 		case errors.Is(err, wire.ErrServer):
 			err = fmt.Errorf("%w: the server refused the release: %w", ErrLeaseExpired, err)
 		case ctx.Err() != nil:
-			err = fmt.Errorf("%w: release abandoned: %w", ErrConnLost, ctx.Err())
+			err = fmt.Errorf("%w: closed to free the key: %w", ErrConnLost, ctx.Err())
 		case ranOut(err, s.lossAt):
 			err = connFailed(ErrDeadlinePassed, err)
 		default:
