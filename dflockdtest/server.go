@@ -29,7 +29,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -239,9 +238,19 @@ func start(cfg Config, tbl *table, node *clusterNode) (*Server, error) {
 	return s, nil
 }
 
+// TB is the part of testing.TB that New and NewCluster use; *testing.T and
+// *testing.B satisfy it. It is an interface of its own so that importing
+// this package (as dfstream serve does) does not link the testing package
+// into a program.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
 // New is the testing helper: it starts a server or fails the test, and
 // registers a cleanup that force-closes it (no drain, so tests stay quick).
-func New(tb testing.TB, cfg Config) *Server {
+func New(tb TB, cfg Config) *Server {
 	tb.Helper()
 	s, err := Start(cfg)
 	if err != nil {
