@@ -57,14 +57,16 @@ func runHold(name string, args []string, e *env) error {
 			"gets SIGKILL (Linux; elsewhere it keeps running). The command's\n"+
 			"environment has DFSTREAM_KEY, DFSTREAM_TOKEN and DFSTREAM_FENCE (the fencing\n"+
 			"token; 0 when the server issues none) for fenced writes.",
-		example, e.stdout)
+		example, exitCodesHold, e.stdout)
 	common := c.addCommonFlags(e.stderr)
 	metrics := c.addMetricsFlag()
 	fs := c.fs
 	acquireTimeout := waitValue(dfstream.DefaultAcquireTimeout)
 	fs.Var(&acquireTimeout, "acquire-timeout", "`duration` to wait for KEY (0: try once; inf or -1: forever)")
-	lease := fs.Duration("lease", 0, "lease to ask for, rounded up to whole seconds (default: the server's)")
-	grace := fs.Duration("grace", 5*time.Second, "after the lease is lost, time between SIGTERM and SIGKILL")
+	var leaseD, graceD time.Duration
+	lease, grace := &leaseD, &graceD
+	c.durationVar(lease, "lease", 0, "`duration` of the lease to ask for, rounded up to whole seconds (default: the server's)")
+	c.durationVar(grace, "grace", 5*time.Second, "after the lease is lost, the `duration` between SIGTERM and SIGKILL")
 	var limit int
 	if sem {
 		fs.IntVar(&limit, "limit", 0, "the semaphore's limit: how many holders at once (required)")
@@ -163,7 +165,6 @@ waiting:
 			return exitWith(128+signum(sig), fmt.Errorf("%s: %v before %q was acquired; command not run", name, sig, key))
 		}
 	}
-	log.Debug().Str("key", key).Uint64("fence", grant.Fence).Dur("lease", grant.Lease).Msg("acquired")
 	if _, ok := st.Held(); !ok { // lost already: do not start work that is not protected
 		return exitWith(exitLeaseLost, fmt.Errorf("%s: lease on %q lost right after it was acquired (%s); command not run", name, key, libMsg(st.Err())))
 	}
