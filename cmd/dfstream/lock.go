@@ -176,9 +176,9 @@ func (h *hold) start(ctx context.Context, client *dfstream.Client) (holder, erro
 		opts = append(opts, dfstream.WithLease(h.lease))
 	}
 	if h.name == "sem" {
-		return client.Semaphore(ctx, h.key, h.limit, opts...)
+		return client.StartSemaphore(ctx, h.key, h.limit, opts...)
 	}
-	return client.Lock(ctx, h.key, opts...)
+	return client.StartLock(ctx, h.key, opts...)
 }
 
 // acquire waits for the grant, unless a signal comes first (the command

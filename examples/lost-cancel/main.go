@@ -40,7 +40,7 @@ func run() error {
 	}
 	defer c.Close()
 
-	lock, err := c.AcquireLock(context.Background(), "example/migration", dfstream.WithLease(2*time.Second))
+	lock, err := c.Lock(context.Background(), "example/migration", dfstream.WithLease(2*time.Second))
 	if err != nil {
 		return err
 	}
