@@ -267,7 +267,18 @@ type commonFlags struct {
 	connectTimeout time.Duration
 	verbose        bool
 	stderr         io.Writer
+	extra          []optionsFunc // of the clientFlagGroups
 }
+
+// optionsFunc gives the Client options of a group of flags once they are
+// parsed (or a usage error).
+type optionsFunc func() ([]dfstream.Option, error)
+
+// clientFlagGroups are further groups of flags every client command takes,
+// each in a file of its own: its init appends a function that registers
+// the group's flags (and environment variables) on c and returns what
+// builds the group's options. This file need not change for a new group.
+var clientFlagGroups []func(c *command) optionsFunc
 
 // addCommonFlags registers the server, TLS, auth, timeout and logging flags
 // on c, with their environment variables.
@@ -288,6 +299,9 @@ func (c *command) addCommonFlags(stderr io.Writer) *commonFlags {
 	c.bindEnv("tls-key", "DFSTREAM_TLS_KEY")
 	c.bindEnv("tls-insecure-skip-verify", "DFSTREAM_TLS_INSECURE_SKIP_VERIFY")
 	c.bindEnv("connect-timeout", "DFSTREAM_CONNECT_TIMEOUT")
+	for _, add := range clientFlagGroups {
+		f.extra = append(f.extra, add(c))
+	}
 	return f
 }
 
@@ -339,6 +353,13 @@ func (f *commonFlags) options() ([]dfstream.Option, error) {
 	}
 	if cfg != nil {
 		opts = append(opts, dfstream.WithTLS(cfg))
+	}
+	for _, extra := range f.extra {
+		more, err := extra()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, more...)
 	}
 	return opts, nil
 }
