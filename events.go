@@ -138,7 +138,7 @@ type Disconnected struct {
 	// Since is the last moment delivery was known to work: when the last
 	// signal or probe came in on the lost connection (or its subscriptions
 	// were confirmed, if later). With heartbeat probes emitted on a
-	// connection of their own (WithHeartbeat, WithProbe), no later than
+	// connection of their own (WithSignalHeartbeat, WithSignalProbe), no later than
 	// when the newest of them that came back was emitted: during a graceful
 	// restart the old process still delivers what reaches it, while the
 	// signals sent through the new one are missed, so the connection's own

@@ -27,7 +27,7 @@ func ExampleRouter() {
 	defer c.Close()
 
 	lines := make(chan string, 16)
-	r, err := dfstream.NewRouter(c, dfstream.WithErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
+	r, err := dfstream.NewRouter(c, dfstream.WithRouterErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
 		lines <- fmt.Sprintf("handler for %s failed: %v", sig.Pattern, err)
 	}))
 	if err != nil {
@@ -42,7 +42,7 @@ func ExampleRouter() {
 	_ = r.HandleFunc("orders.>", func(_ context.Context, sig dfstream.Signal) error {
 		lines <- fmt.Sprintf("orders.>  got %s %q", sig.Channel, sig.Payload)
 		return nil
-	}, dfstream.WithConcurrency(4))
+	}, dfstream.WithHandlerConcurrency(4))
 	_ = r.HandleFunc("orders.*.failed", func(_ context.Context, sig dfstream.Signal) error {
 		panic("alerting is down")
 	})
@@ -114,7 +114,7 @@ func (w *roleWorker) run(ctx context.Context, backlog <-chan int, ready chan<- s
 		if fence < highest {
 			return fmt.Errorf("job %s from a stale scheduler (fence %d < %d)", job, fence, highest)
 		}
-		highest = fence // Ordered (the default): no data race
+		highest = fence // one call at a time (the default): no data race
 		w.log <- fmt.Sprintf("job %s by %s", job, w.name)
 		return nil
 	}))

@@ -2,15 +2,12 @@ package dfstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/panics"
 	concpool "github.com/sourcegraph/conc/pool"
@@ -20,7 +17,8 @@ import (
 )
 
 // Handler handles the signals a Router routes to it. An error it returns
-// goes to the router's error handler (WithErrorHandler); the router goes on.
+// goes to the router's error handler (WithRouterErrorHandler); the router
+// goes on.
 type Handler interface {
 	HandleSignal(ctx context.Context, sig Signal) error
 }
@@ -30,10 +28,6 @@ type HandlerFunc func(ctx context.Context, sig Signal) error
 
 // HandleSignal calls f(ctx, sig).
 func (f HandlerFunc) HandleSignal(ctx context.Context, sig Signal) error { return f(ctx, sig) }
-
-// Middleware wraps a Handler, for concerns shared by handlers: recovery,
-// logging, timeouts, metrics.
-type Middleware func(Handler) Handler
 
 // DefaultHandlerQueue is how many signals wait for a busy handler before
 // its overflow policy applies.
@@ -56,10 +50,10 @@ const DefaultHandlerQueue = 256
 // subscription the server delivered it through: a plain handler and a group
 // handler on overlapping patterns each get their own copy.
 //
-// Handlers: each handler has a bounded queue (WithQueueSize) and runs its
-// signals one at a time in arrival order (the default, Ordered), or on up to
-// n workers at once (WithConcurrency, a conc worker pool). A handler that
-// blocks holds up only its own queue: other handlers, heartbeats and
+// Handlers: each handler has a bounded queue (WithHandlerQueueSize) and
+// runs its signals one at a time in arrival order (the default), or on up to
+// n workers at once (WithHandlerConcurrency, a conc worker pool). A handler
+// that blocks holds up only its own queue: other handlers, heartbeats and
 // reconnects go on. When its queue is full, its overflow policy
 // (WithHandlerOverflow, default DropNewest) applies, the loss is counted
 // (Stats) and reported as an Overflow event to the event handler.
@@ -104,136 +98,6 @@ type RouterStats struct {
 	Dropped     uint64 // handler deliveries lost to a full handler queue
 }
 
-// RouterOption configures a Router.
-type RouterOption func(*routerConfig) error
-
-type routerConfig struct {
-	onError func(ctx context.Context, sig Signal, err error)
-	onEvent func(Event)
-	sigOpts []SignalOption
-}
-
-// WithErrorHandler sets the function called with every error a handler
-// returns (after middleware), on the handler's goroutine. The default logs
-// it with the Client's logger. A panic in f stops the router as a handler
-// panic does (see Run).
-func WithErrorHandler(f func(ctx context.Context, sig Signal, err error)) RouterOption {
-	return func(c *routerConfig) error {
-		if f == nil {
-			return invalidOption("WithErrorHandler", "nil", "nil function")
-		}
-		c.onError = f
-		return nil
-	}
-}
-
-// WithEventHandler sets a function that receives the router's connection
-// events (Disconnected, Reconnected: one set per connection), and Overflow
-// events (per handler, with its Pattern and Group, coalesced while signals
-// keep arriving). It may be called from several goroutines at once and
-// should return quickly. A panic in f stops the router as a handler panic
-// does (see Run).
-func WithEventHandler(f func(Event)) RouterOption {
-	return func(c *routerConfig) error {
-		if f == nil {
-			return invalidOption("WithEventHandler", "nil", "nil function")
-		}
-		c.onEvent = f
-		return nil
-	}
-}
-
-// WithRouterSignalOptions configures the router's signal streams
-// (heartbeat, backoff, buffer, server, …).
-func WithRouterSignalOptions(opts ...SignalOption) RouterOption {
-	return func(c *routerConfig) error {
-		c.sigOpts = append(c.sigOpts, opts...)
-		return nil
-	}
-}
-
-// HandlerOption configures one handler of a Router.
-type HandlerOption func(*handlerConfig) error
-
-type handlerConfig struct {
-	workers int
-	queue   int
-	policy  OverflowPolicy
-	mw      []Middleware
-}
-
-// Ordered runs the handler's signals one at a time, in arrival order (the
-// default).
-func Ordered() HandlerOption {
-	return func(c *handlerConfig) error {
-		c.workers = 1
-		return nil
-	}
-}
-
-// WithConcurrency runs up to n calls of the handler at once, on a conc
-// worker pool; signals are then not handled in arrival order.
-func WithConcurrency(n int) HandlerOption {
-	return func(c *handlerConfig) error {
-		if n < 1 {
-			return invalidOption("WithConcurrency", n, "must be at least 1")
-		}
-		c.workers = n
-		return nil
-	}
-}
-
-// WithQueueSize sets how many signals wait for the handler while it is busy
-// (default 256, at least 1).
-func WithQueueSize(n int) HandlerOption {
-	return func(c *handlerConfig) error {
-		if n < 1 {
-			return invalidOption("WithQueueSize", n, "must be at least 1")
-		}
-		c.queue = n
-		return nil
-	}
-}
-
-// WithHandlerOverflow sets what happens to a signal for the handler while
-// its queue is full (default DropNewest). FailStream stops the router: Run
-// returns an error matching ErrOverflow.
-func WithHandlerOverflow(p OverflowPolicy) HandlerOption {
-	return func(c *handlerConfig) error {
-		if !p.valid() {
-			return invalidOption("WithHandlerOverflow", p, "unknown policy")
-		}
-		c.policy = p
-		return nil
-	}
-}
-
-// WithHandlerTimeout bounds each call of the handler with the Timeout
-// middleware.
-func WithHandlerTimeout(d time.Duration) HandlerOption {
-	return func(c *handlerConfig) error {
-		if d <= 0 {
-			return invalidOption("WithHandlerTimeout", d, "must be positive")
-		}
-		c.mw = append(c.mw, Timeout(d))
-		return nil
-	}
-}
-
-// WithHandlerMiddleware wraps this handler alone in mw, inside the router's
-// middleware (Use).
-func WithHandlerMiddleware(mw ...Middleware) HandlerOption {
-	return func(c *handlerConfig) error {
-		for _, m := range mw {
-			if m == nil {
-				return invalidOption("WithHandlerMiddleware", "nil", "nil middleware")
-			}
-		}
-		c.mw = append(c.mw, mw...)
-		return nil
-	}
-}
-
 // route is one registered handler and, while running, its queue.
 type route struct {
 	pattern string
@@ -254,10 +118,8 @@ func NewRouter(c *Client, opts ...RouterOption) (*Router, error) {
 		return nil, fmt.Errorf("dfstream: nil Client: %w", ErrInvalidInput)
 	}
 	r := &Router{c: c, ready: make(chan struct{})}
-	for _, o := range opts {
-		if err := o(&r.cfg); err != nil {
-			return nil, err
-		}
+	if err := applyAll(&r.cfg, opts, RouterOption.applyRouter); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -318,10 +180,8 @@ func (r *Router) add(pattern, group string, h Handler, opts []HandlerOption) err
 		return fmt.Errorf("dfstream: nil handler for %q: %w", pattern, ErrInvalidInput)
 	}
 	cfg := handlerConfig{workers: 1, queue: DefaultHandlerQueue, policy: DefaultOverflow}
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return err
-		}
+	if err := applyAll(&cfg, opts, HandlerOption.applyHandler); err != nil {
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -520,18 +380,6 @@ func (r *Router) startErr(ctx context.Context, err error) error {
 	return err
 }
 
-// chain wraps h in the router's middleware (outermost first), then the
-// handler's own.
-func chain(h Handler, router, own []Middleware) Handler {
-	for i := len(own) - 1; i >= 0; i-- {
-		h = own[i](h)
-	}
-	for i := len(router) - 1; i >= 0; i-- {
-		h = router[i](h)
-	}
-	return h
-}
-
 // dispatch routes the events of one stream: for the plain stream (group ==
 // nil) through the trie, for a group stream to its one handler. A stream
 // that ends while runCtx is still live was closed under the router (by
@@ -691,81 +539,4 @@ func (r *Router) handleErr(ctx context.Context, sig Signal, err error) {
 		return
 	}
 	r.c.cfg.logger.Error().Err(err).Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).Msg("signal handler failed")
-}
-
-// ---- built-in middleware ----
-
-// HandlerPanic is the error Recover makes of a handler's panic. It matches
-// ErrHandlerPanic, and the panic value when that is an error.
-type HandlerPanic struct {
-	Value any
-	Stack []byte
-}
-
-// Error implements error.
-func (p *HandlerPanic) Error() string { return fmt.Sprintf("dfstream: handler panicked: %v", p.Value) }
-
-// Is reports whether target is ErrHandlerPanic.
-func (p *HandlerPanic) Is(target error) bool { return target == ErrHandlerPanic }
-
-// Unwrap returns the panic value if it is an error.
-func (p *HandlerPanic) Unwrap() error {
-	err, _ := p.Value.(error)
-	return err
-}
-
-// Recover turns a panicking handler into an error (*HandlerPanic, matching
-// ErrHandlerPanic) that goes to the error handler; the router goes on. Put
-// it first, so that it covers the other middleware too.
-func Recover() Middleware {
-	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, sig Signal) (err error) {
-			defer func() {
-				if v := recover(); v != nil {
-					err = &HandlerPanic{Value: v, Stack: debug.Stack()}
-				}
-			}()
-			return next.HandleSignal(ctx, sig)
-		})
-	}
-}
-
-// Logging logs every handled signal on l: channel, pattern, group and
-// duration at debug level, and failures at error level.
-func Logging(l zerolog.Logger) Middleware {
-	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, sig Signal) error {
-			start := time.Now()
-			err := next.HandleSignal(ctx, sig)
-			var e *zerolog.Event
-			if err != nil {
-				e = l.Error().Err(err)
-			} else {
-				e = l.Debug()
-			}
-			e.Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).
-				Dur("took", time.Since(start)).Msg("signal handled")
-			return err
-		})
-	}
-}
-
-// Timeout gives each handler call a context that ends after d. A handler
-// must honour its context: one that returns a context error once the time is
-// up makes the call fail with an error matching ErrHandlerTimeout (and
-// context.DeadlineExceeded). Go cannot stop a goroutine that ignores its
-// context, so the call then still runs to its end.
-func Timeout(d time.Duration) Middleware {
-	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, sig Signal) error {
-			tctx, cancel := context.WithTimeout(ctx, d)
-			defer cancel()
-			err := next.HandleSignal(tctx, sig)
-			if err != nil && errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil &&
-				errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("%w after %v: %w", ErrHandlerTimeout, d, err)
-			}
-			return err
-		})
-	}
 }

@@ -275,7 +275,7 @@ func TestSignalActorAnswersEveryCallWhenAReplyToALostConnectionEndsIt(t *testing
 	}
 	defer c.Close()
 	cli, srv := net.Pipe()
-	s := &SignalStream{c: c, cfg: c.defaultSignalConfig(), log: zerolog.Nop(), done: make(chan struct{})}
+	s := &SignalStream{c: c, cfg: defaultSignalConfig(), log: zerolog.Nop(), done: make(chan struct{})}
 	s.cfg.heartbeat = 0
 	s.box = newSigInbox(s.cfg.eventBuffer, s.cfg.buffer, s.cfg.policy)
 	s.subs.Store(&subSnapshot{})

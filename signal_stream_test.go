@@ -311,7 +311,7 @@ func TestSignalIdleStreamSurvivesServerReadTimeouts(t *testing.T) {
 			needServer(t, srv, "short read timeout")
 			c := newClient(t, []string{addr})
 			p := chanPrefix(t)
-			s := signals(t, c, dfstream.WithHeartbeat(100*time.Millisecond), dfstream.WithProbe(tc.probe))
+			s := signals(t, c, dfstream.WithSignalHeartbeat(100*time.Millisecond), dfstream.WithSignalProbe(tc.probe))
 			require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".idle"))
 
 			noEvent(t, s.Events(), 5*readTimeout)
@@ -330,7 +330,7 @@ func TestSignalWithoutHeartbeatIsDroppedByTheReadTimeout(t *testing.T) {
 	addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout})
 	needServer(t, srv, "short read timeout")
 	c := newClient(t, []string{addr})
-	s := signals(t, c, dfstream.WithHeartbeat(0), dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond))
+	s := signals(t, c, dfstream.WithSignalHeartbeat(0), dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), chanPrefix(t)+".idle"))
 
 	start := time.Now()
@@ -363,7 +363,7 @@ func TestSignalHeartbeatProbeDetectsASilentConnectionAndRecovers(t *testing.T) {
 	p := chanPrefix(t)
 	ctx := ctxT(t, 30*time.Second)
 	const hb = 300 * time.Millisecond
-	s := signals(t, c, dfstream.WithHeartbeat(hb), dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond))
+	s := signals(t, c, dfstream.WithSignalHeartbeat(hb), dfstream.WithSignalBackoff(20*time.Millisecond, 50*time.Millisecond))
 	require.NoError(t, s.Listen(ctx, p+".a"))
 	time.Sleep(hb / 2) // the probe subscription is in place
 
@@ -395,7 +395,7 @@ func TestSignalWithoutProbeASilentConnectionGoesUnnoticed(t *testing.T) {
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
 	const hb = 200 * time.Millisecond
-	s := signals(t, c, dfstream.WithHeartbeat(hb), dfstream.WithProbe(false))
+	s := signals(t, c, dfstream.WithSignalHeartbeat(hb), dfstream.WithSignalProbe(false))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".a"))
 	muteStream(t, srv, p+".a")
 	_, err := c.Emit(ctxT(t, 5*time.Second), p+".a", "lost")
@@ -481,8 +481,8 @@ func TestSignalSlowConsumerOverflowPolicies(t *testing.T) {
 			addr, srv := testServer(t, dflockdtest.Config{ReadTimeout: readTimeout})
 			c := newClient(t, []string{addr})
 			p := chanPrefix(t)
-			s := signals(t, c, dfstream.WithHeartbeat(100*time.Millisecond),
-				dfstream.WithSignalEventBuffer(events), dfstream.WithSignalBuffer(buffer), dfstream.WithOverflow(policy))
+			s := signals(t, c, dfstream.WithSignalHeartbeat(100*time.Millisecond),
+				dfstream.WithSignalEventBuffer(events), dfstream.WithSignalBuffer(buffer), dfstream.WithSignalOverflow(policy))
 			require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".flood"))
 
 			// Nobody reads: the reader goes on, and so do heartbeats and
@@ -547,7 +547,7 @@ func TestSignalOverflowFailStreamEndsWithATypedError(t *testing.T) {
 	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
-	s := signals(t, c, dfstream.WithSignalEventBuffer(2), dfstream.WithSignalBuffer(3), dfstream.WithOverflow(dfstream.FailStream))
+	s := signals(t, c, dfstream.WithSignalEventBuffer(2), dfstream.WithSignalBuffer(3), dfstream.WithSignalOverflow(dfstream.FailStream))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".f"))
 	ctx := ctxT(t, 20*time.Second)
 	for i := 0; ; i++ {
@@ -673,7 +673,7 @@ func TestSignalInvalidInputIsATypedErrorAndNothingIsSent(t *testing.T) {
 	}
 
 	// A stream is connected, but writes nothing for invalid input.
-	s := signals(t, c, dfstream.WithHeartbeat(0))
+	s := signals(t, c, dfstream.WithSignalHeartbeat(0))
 	var conn interface {
 		Read([]byte) (int, error)
 		SetReadDeadline(time.Time) error
@@ -803,10 +803,10 @@ func TestSignalInvalidOptionsAreTypedErrors(t *testing.T) {
 	t.Parallel()
 	c := newClient(t, []string{"127.0.0.1:1"})
 	for name, o := range map[string]dfstream.SignalOption{
-		"heartbeat":    dfstream.WithHeartbeat(-1),
+		"heartbeat":    dfstream.WithSignalHeartbeat(-1),
 		"buffer":       dfstream.WithSignalBuffer(0),
 		"events":       dfstream.WithSignalEventBuffer(0),
-		"policy":       dfstream.WithOverflow(dfstream.OverflowPolicy(9)),
+		"policy":       dfstream.WithSignalOverflow(dfstream.OverflowPolicy(9)),
 		"backoff":      dfstream.WithSignalBackoff(time.Second, time.Millisecond),
 		"server":       dfstream.WithSignalServer(""),
 		"not-a-server": dfstream.WithSignalServer("127.0.0.2:2"),
@@ -824,7 +824,7 @@ func TestSignalProbesOfOtherStreamsAreNotDelivered(t *testing.T) {
 	ctx := ctxT(t, 5*time.Second)
 	wide := signals(t, c)
 	require.NoError(t, wide.Listen(ctx, ">"))
-	busy := signals(t, c, dfstream.WithHeartbeat(200*time.Millisecond))
+	busy := signals(t, c, dfstream.WithSignalHeartbeat(200*time.Millisecond))
 	require.NoError(t, busy.Listen(ctx, "x"))
 
 	// Heartbeat probes of busy reach wide's connection (the server counts
@@ -981,7 +981,7 @@ func TestSignalStreamEndsWhenReconnectingCannotSucceed(t *testing.T) {
 			c, err := dfstream.New(opts...)
 			require.NoError(t, err)
 			defer c.Close()
-			s, err := c.Signals(context.Background(), dfstream.WithHeartbeat(0), dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond))
+			s, err := c.Signals(context.Background(), dfstream.WithSignalHeartbeat(0), dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond))
 			require.NoError(t, err)
 			listened := make(chan error, 1)
 			go func() { listened <- s.Listen(ctxT(t, 10*time.Second), "a") }()
@@ -1005,7 +1005,7 @@ func scriptedSignals(t *testing.T, addr string, opts ...dfstream.SignalOption) *
 	c, err := dfstream.New(dfstream.WithServers(addr), signalsEra)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	all := append([]dfstream.SignalOption{dfstream.WithHeartbeat(0), dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond)}, opts...)
+	all := append([]dfstream.SignalOption{dfstream.WithSignalHeartbeat(0), dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond)}, opts...)
 	return signals(t, c, all...)
 }
 
@@ -1117,7 +1117,7 @@ func TestSignalProbeTheServerCouldNotQueueOnceIsNotASilentConnection(t *testing.
 		return "ok"
 	})
 	const hb = 200 * time.Millisecond
-	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	s := scriptedSignals(t, addr, dfstream.WithSignalHeartbeat(hb))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
 	noEvent(t, s.Events(), 8*hb)
 	assert.True(t, s.Connected())
@@ -1136,7 +1136,7 @@ func TestSignalProbeTheServerAtTheAddressKeepsNotCountingReconnects(t *testing.T
 		return "ok"
 	})
 	const hb = 200 * time.Millisecond
-	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	s := scriptedSignals(t, addr, dfstream.WithSignalHeartbeat(hb))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
 	d := nextOf[dfstream.Disconnected](t, s.Events(), 10*time.Second)
 	assert.ErrorIs(t, d.Reason, dfstream.ErrSilentConnection)
@@ -1149,7 +1149,7 @@ func TestSignalMissingAuthTokenEndsTheStreamWithErrAuth(t *testing.T) {
 	needServer(t, srv, "auth token")
 	for name, opts := range map[string][]dfstream.SignalOption{
 		"probe first":  nil,
-		"listen first": {dfstream.WithHeartbeat(0)},
+		"listen first": {dfstream.WithSignalHeartbeat(0)},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -1193,7 +1193,7 @@ func TestSignalListenOvertakenByUnlistenOnALiveConnectionIsErrUnlistened(t *test
 	addr, srv := testServer(t, dflockdtest.Config{})
 	needServer(t, srv, "Freeze")
 	c := newClient(t, []string{addr})
-	s := signals(t, c, dfstream.WithHeartbeat(0))
+	s := signals(t, c, dfstream.WithSignalHeartbeat(0))
 	p := chanPrefix(t)
 	ctx := ctxT(t, 10*time.Second)
 
@@ -1290,7 +1290,7 @@ func TestSignalServerRefusingPingIsNotPingedAgain(t *testing.T) {
 			t.Parallel()
 			srv := dflockdtest.New(t, dflockdtest.Config{PingError: tc.pingError, ReadTimeout: readTimeout})
 			c := newClient(t, []string{srv.Addr()})
-			s := signals(t, c, dfstream.WithHeartbeat(hb))
+			s := signals(t, c, dfstream.WithSignalHeartbeat(hb))
 			p := chanPrefix(t)
 			require.NoError(t, s.Listen(ctxT(t, 5*time.Second), p+".a"))
 			require.Eventually(t, func() bool { return srv.Pings() >= 1 }, 5*time.Second, 10*time.Millisecond)
@@ -1371,7 +1371,7 @@ func TestSignalGracefulRestartIsNoticedAndTheMissedWindowIsHonest(t *testing.T) 
 	old := dflockdtest.New(t, dflockdtest.Config{ShutdownDrain: time.Minute})
 	addr := old.Addr()
 	c := newClient(t, []string{addr})
-	s := signals(t, c, dfstream.WithHeartbeat(hb), dfstream.WithSignalBackoff(20*time.Millisecond, 100*time.Millisecond))
+	s := signals(t, c, dfstream.WithSignalHeartbeat(hb), dfstream.WithSignalBackoff(20*time.Millisecond, 100*time.Millisecond))
 	ch := chanPrefix(t) + ".x"
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), ch))
 	require.Equal(t, 1, emitFresh(addr, ch, "old").n)
@@ -1517,7 +1517,7 @@ func TestSignalConnectionLostBeforeReadyReportsAWindowFromTheStart(t *testing.T)
 		return "ok"
 	})
 	started := time.Now()
-	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(time.Minute))
+	s := scriptedSignals(t, addr, dfstream.WithSignalHeartbeat(time.Minute))
 	d := nextOf[dfstream.Disconnected](t, s.Events(), 5*time.Second)
 	assert.False(t, d.Since.Before(started), "Since %v: nothing was missed before the stream started", d.Since)
 	assert.False(t, d.Since.After(d.At))
@@ -1532,7 +1532,7 @@ func TestSignalStreamConsumerThatKeepsUpIsNotFailedByAReconnectWithManySubscript
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
 	s := signals(t, c, dfstream.WithSignalBackoff(time.Millisecond, 10*time.Millisecond),
-		dfstream.WithSignalBuffer(256), dfstream.WithOverflow(dfstream.FailStream))
+		dfstream.WithSignalBuffer(256), dfstream.WithSignalOverflow(dfstream.FailStream))
 	ctx := ctxT(t, 30*time.Second)
 	require.NoError(t, s.Listen(ctx, p+".hot"))
 	// Resubscribing takes a while: the hot channel's signals pile up
@@ -1608,12 +1608,12 @@ func TestSignalDisconnectedSinceIsNotAfterARestartWhileAnOldProcessPublisherStil
 	const hb = 200 * time.Millisecond
 	old := dflockdtest.New(t, dflockdtest.Config{ShutdownDrain: time.Minute})
 	addr := old.Addr()
-	s := signals(t, newClient(t, []string{addr}), dfstream.WithHeartbeat(hb),
+	s := signals(t, newClient(t, []string{addr}), dfstream.WithSignalHeartbeat(hb),
 		dfstream.WithSignalBackoff(20*time.Millisecond, 100*time.Millisecond))
 	ch := chanPrefix(t) + ".x"
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), ch))
 	// A long-lived publisher: a connection of its own, to the old process.
-	pub := signals(t, newClient(t, []string{addr}), dfstream.WithHeartbeat(0))
+	pub := signals(t, newClient(t, []string{addr}), dfstream.WithSignalHeartbeat(0))
 	n, err := pub.Emit(ctxT(t, 5*time.Second), ch, "before")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
@@ -1658,7 +1658,7 @@ func TestSignalProbeAnsweredJustBeforeTheHeartbeatHasTimeToArrive(t *testing.T) 
 		}
 		return "ok"
 	})
-	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	s := scriptedSignals(t, addr, dfstream.WithSignalHeartbeat(hb))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
 	select {
 	case ev := <-s.Events():
@@ -1708,7 +1708,7 @@ func TestSignalProbeWhoseDialHangsLeavesTheNextOnTheStreamsConnection(t *testing
 		return "ok 1"
 	})
 	t.Cleanup(func() { close(hang) }) // before the server's cleanup
-	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	s := scriptedSignals(t, addr, dfstream.WithSignalHeartbeat(hb))
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
 	select {
 	case <-here:
@@ -1734,7 +1734,7 @@ func TestSignalProbeTheStreamNeverEmittedProvesNothing(t *testing.T) {
 		}
 		return "ok 1" // counted, and never delivered: a black hole
 	})
-	s := scriptedSignals(t, addr, dfstream.WithHeartbeat(hb))
+	s := scriptedSignals(t, addr, dfstream.WithSignalHeartbeat(hb))
 	start := time.Now()
 	require.NoError(t, s.Listen(ctxT(t, 5*time.Second), "a"))
 	ev := next(t, s.Events(), 50*hb)

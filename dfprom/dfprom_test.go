@@ -167,7 +167,7 @@ func TestScrapeCountsHandlerOutcomes(t *testing.T) {
 	t.Parallel()
 	_, c, sc := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	r, err := dfstream.NewRouter(c, dfstream.WithErrorHandler(func(context.Context, dfstream.Signal, error) {}))
+	r, err := dfstream.NewRouter(c, dfstream.WithRouterErrorHandler(func(context.Context, dfstream.Signal, error) {}))
 	require.NoError(t, err)
 	done := make(chan struct{}, 3)
 	require.NoError(t, r.HandleFunc("orders.*", func(_ context.Context, sig dfstream.Signal) error {
