@@ -325,7 +325,7 @@ func (r *Router) Run(ctx context.Context) (err error) {
 		r.track(s)
 		dispatchers.Go(func() { r.dispatch(runCtx, s, nil) })
 		for _, p := range plainPatterns {
-			if err := s.Listen(runCtx, p); err != nil {
+			if _, err := s.Listen(runCtx, p); err != nil {
 				return r.startErr(ctx, err)
 			}
 		}
@@ -341,7 +341,7 @@ func (r *Router) Run(ctx context.Context) (err error) {
 		streams = append(streams, s)
 		r.track(s)
 		dispatchers.Go(func() { r.dispatch(runCtx, s, rt) })
-		if err := s.ListenGroup(runCtx, rt.pattern, rt.group); err != nil {
+		if _, err := s.ListenGroup(runCtx, rt.pattern, rt.group); err != nil {
 			return r.startErr(ctx, err)
 		}
 	}
@@ -392,6 +392,7 @@ func (r *Router) dispatch(runCtx context.Context, s *SignalStream, group *route)
 		switch e := ev.(type) {
 		case Signal:
 			r.received.Add(1)
+			e.subs = nil // the router's own: handlers have their pattern and group
 			if group != nil {
 				e.Pattern, e.Group = group.pattern, group.group
 				touched = r.offer(group, e, touched)
@@ -447,7 +448,7 @@ func (r *Router) offer(rt *route, sig Signal, touched []*route) []*route {
 			return touched
 		}
 	case FailStream:
-		r.stop(fmt.Errorf("%w: handler %s queue full (%d signals)", ErrOverflow, Subscription{rt.pattern, rt.group}, rt.cfg.queue))
+		r.stop(fmt.Errorf("%w: handler %s queue full (%d signals)", ErrOverflow, subKey{rt.pattern, rt.group}, rt.cfg.queue))
 	}
 	rt.dropped.Add(1)
 	r.dropped.Add(1)

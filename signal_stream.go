@@ -1,11 +1,13 @@
 package dfstream
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,19 +81,75 @@ func (p OverflowPolicy) String() string {
 
 func (p OverflowPolicy) valid() bool { return p >= DropNewest && p <= FailStream }
 
-// Subscription is one listen registration: a pattern, and the queue group it
-// joined ("" for none).
+// Subscription is one of a SignalStream's subscriptions, as Listen and
+// ListenGroup return it: a pattern, the queue group it joined ("" for
+// none), and its own counters. Its signals arrive on the stream's Events
+// channel, in order with every other event of the stream: one channel for
+// a select loop, whatever the number of subscriptions. Pattern and Group
+// are as given to Listen; changing them changes nothing.
+//
+// A stream has at most one subscription per pattern and group: listening
+// again to one it has returns the same *Subscription.
 type Subscription struct {
 	Pattern string
 	Group   string
+
+	s         *SignalStream
+	key       subKey
+	seq       uint64          // order of making on the stream: first made, first named
+	self      []*Subscription // {this one}: Signal.subs of a signal only it matched
+	listening atomic.Bool
+	delivered atomic.Uint64
+	dropped   atomic.Uint64
+}
+
+// SubscriptionStats counts the signals that matched a subscription.
+//
+// The server sends a stream one copy of a signal for all its matching plain
+// subscriptions together, plus one per matching queue group, and the
+// copies are indistinguishable: every copy counts for each of the stream's
+// subscriptions that matches its channel.
+type SubscriptionStats struct {
+	// Delivered counts the matching signals handed to the Events channel.
+	Delivered uint64
+	// Dropped counts the matching signals lost to the overflow policy, or
+	// brought by a new connection beyond the buffer (see SignalStats).
+	Dropped uint64
+}
+
+// subKey identifies a subscription on the wire: the server knows a
+// connection's subscriptions by pattern and group.
+type subKey struct {
+	pattern string
+	group   string
 }
 
 // String returns the pattern, followed by the group if there is one.
-func (s Subscription) String() string {
-	if s.Group == "" {
-		return s.Pattern
+func (k subKey) String() string {
+	if k.group == "" {
+		return k.pattern
 	}
-	return s.Pattern + " (group " + s.Group + ")"
+	return k.pattern + " (group " + k.group + ")"
+}
+
+// String returns the pattern, followed by the group if there is one.
+func (sub *Subscription) String() string { return sub.key.String() }
+
+// Stats returns the subscription's counters. They stop at Unlisten.
+func (sub *Subscription) Stats() SubscriptionStats {
+	return SubscriptionStats{Delivered: sub.delivered.Load(), Dropped: sub.dropped.Load()}
+}
+
+// Listening reports whether the stream still has this subscription: false
+// once it was unlistened, refused by the server, or the stream ended.
+func (sub *Subscription) Listening() bool { return sub.listening.Load() }
+
+// Unlisten drops this subscription: it is SignalStream.UnlistenGroup of its
+// pattern and group, except that it does nothing when the stream no longer
+// has this subscription (it was unlistened already, even if listened to
+// again since: that is another Subscription).
+func (sub *Subscription) Unlisten(ctx context.Context) error {
+	return sub.s.unlisten(ctx, sub.key, sub)
 }
 
 // SignalStats counts what happened to the signals a stream received. At any
@@ -156,7 +214,7 @@ type SignalStream struct {
 
 	mu      sync.Mutex
 	err     error
-	subList []Subscription
+	subList []*Subscription
 }
 
 var _ Stream = (*SignalStream)(nil)
@@ -165,7 +223,32 @@ var _ Stream = (*SignalStream)(nil)
 // every change, so the push handler can attribute a signal to the
 // subscription it came through without locking.
 type subSnapshot struct {
-	trie subject.Trie[Subscription]
+	trie subject.Trie[*Subscription]
+}
+
+// match returns the subscriptions whose pattern matches channel, first made
+// first. It allocates only when several match.
+func (snap *subSnapshot) match(channel string) []*Subscription {
+	var one *Subscription
+	var many []*Subscription
+	snap.trie.Lookup(channel, func(_ string, sub *Subscription) {
+		switch {
+		case one == nil:
+			one = sub
+		case many == nil:
+			many = []*Subscription{one, sub}
+		default:
+			many = append(many, sub)
+		}
+	})
+	if many == nil {
+		if one == nil {
+			return nil
+		}
+		return one.self
+	}
+	slices.SortFunc(many, func(a, b *Subscription) int { return cmp.Compare(a.seq, b.seq) })
+	return many
 }
 
 // Signals connects to the signal server (the Client's first server, or the
@@ -238,9 +321,9 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 		hb:          time.NewTimer(time.Hour),
 		retry:       time.NewTimer(time.Hour),
 		dialRes:     make(chan dialResult, 1),
-		waiters:     make(map[Subscription][]*sigCmd),
-		subIndex:    make(map[Subscription]int),
-		unlistening: make(map[Subscription]int),
+		waiters:     make(map[subKey][]*sigCmd),
+		subIndex:    make(map[subKey]int),
+		unlistening: make(map[subKey]int),
 		probeRes:    make(chan probeResult, 2),
 		probeOn:     cfg.probe && cfg.heartbeat > 0,
 	}
@@ -297,38 +380,38 @@ func (s *SignalStream) Stats() SignalStats { return s.box.stats() }
 
 // Subscriptions returns the stream's subscriptions, in the order they were
 // made; the stream listens to them again, in that order, after a reconnect.
-func (s *SignalStream) Subscriptions() []Subscription {
+func (s *SignalStream) Subscriptions() []*Subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Subscription(nil), s.subList...)
+	return append([]*Subscription(nil), s.subList...)
 }
 
-// Listen subscribes to pattern without a queue group: every signal whose
-// channel matches is delivered to this stream (once per signal, however
-// many of the stream's plain patterns match). It returns once the server has
-// confirmed; while the stream is reconnecting, that is after it has
-// reconnected. If ctx ends first, Listen returns ctx's error, and the
-// subscription may still take effect (see Subscriptions; Unlisten drops it).
-// A subscription the server refuses is forgotten, and the error matches
-// ErrServer. An invalid pattern is an error matching ErrInvalidInput, and
-// nothing is sent.
-func (s *SignalStream) Listen(ctx context.Context, pattern string) error {
+// Listen subscribes to pattern without a queue group, and returns the
+// subscription: every signal whose channel matches is delivered to this
+// stream's Events channel (once per signal, however many of the stream's
+// plain patterns match). It returns once the server has confirmed; while
+// the stream is reconnecting, that is after it has reconnected. If ctx ends
+// first, Listen returns ctx's error, and the subscription may still take
+// effect (see Subscriptions; Unlisten drops it). A subscription the server
+// refuses is forgotten, and the error matches ErrServer. An invalid pattern
+// is an error matching ErrInvalidInput, and nothing is sent.
+func (s *SignalStream) Listen(ctx context.Context, pattern string) (*Subscription, error) {
 	return s.ListenGroup(ctx, pattern, "")
 }
 
-// ListenGroup subscribes to pattern in the queue group group: each matching
-// signal goes to one member of the group (the connections that joined
-// (pattern, group)), round robin. A group is identified by pattern and name
-// together. group "" is Listen. A Listen that an Unlisten of the same
-// subscription overtakes before the server confirmed it returns an error
-// matching ErrUnlistened.
-func (s *SignalStream) ListenGroup(ctx context.Context, pattern, group string) error {
+// ListenGroup subscribes to pattern in the queue group group, and returns
+// the subscription: each matching signal goes to one member of the group
+// (the connections that joined (pattern, group)), round robin. A group is
+// identified by pattern and name together. group "" is Listen. A Listen
+// that an Unlisten of the same subscription overtakes before the server
+// confirmed it returns an error matching ErrUnlistened.
+func (s *SignalStream) ListenGroup(ctx context.Context, pattern, group string) (*Subscription, error) {
 	req, err := wire.Listen(pattern, group)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = s.do(ctx, &sigCmd{op: opListen, sub: Subscription{pattern, group}, req: req})
-	return err
+	r, err := s.do(ctx, &sigCmd{op: opListen, key: subKey{pattern, group}, req: req})
+	return r.sub, err
 }
 
 // Unlisten drops the plain subscription to pattern (a group membership on
@@ -339,11 +422,17 @@ func (s *SignalStream) Unlisten(ctx context.Context, pattern string) error {
 
 // UnlistenGroup leaves the queue group group on pattern.
 func (s *SignalStream) UnlistenGroup(ctx context.Context, pattern, group string) error {
-	req, err := wire.Unlisten(pattern, group)
+	return s.unlisten(ctx, subKey{pattern, group}, nil)
+}
+
+// unlisten drops the subscription key; only if it is sub when sub is not
+// nil.
+func (s *SignalStream) unlisten(ctx context.Context, key subKey, sub *Subscription) error {
+	req, err := wire.Unlisten(key.pattern, key.group)
 	if err != nil {
 		return err
 	}
-	_, err = s.do(ctx, &sigCmd{op: opUnlisten, sub: Subscription{pattern, group}, req: req})
+	_, err = s.do(ctx, &sigCmd{op: opUnlisten, key: key, only: sub, req: req})
 	return err
 }
 
@@ -361,35 +450,36 @@ func (s *SignalStream) Emit(ctx context.Context, channel, payload string) (int, 
 	if err != nil {
 		return 0, err
 	}
-	return s.do(ctx, &sigCmd{op: opEmit, req: req, ctx: ctx})
+	r, err := s.do(ctx, &sigCmd{op: opEmit, req: req, ctx: ctx})
+	return r.n, err
 }
 
-func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (int, error) {
+func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (cmdResult, error) {
 	if ctx == nil {
-		return 0, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+		return cmdResult{}, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
 	}
 	cmd.reply = make(chan cmdResult, 1)
 	select {
 	case s.cmds <- cmd:
 	case <-s.done:
-		return 0, closedCause(s.Err())
+		return cmdResult{}, closedCause(s.Err())
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return cmdResult{}, ctx.Err()
 	}
 	select {
 	case r := <-cmd.reply:
-		return r.n, r.err
+		return r, r.err
 	case <-s.done:
 		// The actor answers every command before it exits; this is a
 		// safety net, so that no call outlives the stream.
 		select {
 		case r := <-cmd.reply:
-			return r.n, r.err
+			return r, r.err
 		default:
-			return 0, closedCause(s.Err())
+			return cmdResult{}, closedCause(s.Err())
 		}
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return cmdResult{}, ctx.Err()
 	}
 }
 
@@ -402,14 +492,9 @@ func (s *SignalStream) onPush(p wire.Push) {
 		}
 		return
 	}
-	sig := Signal{Channel: p.Channel, Payload: p.Payload}
-	n := 0
-	s.subs.Load().trie.Lookup(p.Channel, func(_ string, sub Subscription) {
-		n++
-		sig.Pattern, sig.Group = sub.Pattern, sub.Group
-	})
-	if n != 1 {
-		sig.Pattern, sig.Group = "", ""
+	sig := Signal{Channel: p.Channel, Payload: p.Payload, subs: s.subs.Load().match(p.Channel)}
+	if len(sig.subs) > 0 {
+		sig.Pattern, sig.Group = sig.subs[0].key.pattern, sig.subs[0].key.group
 	}
 	sig.At = time.Now()
 	s.delivered(sig.At.UnixNano())

@@ -101,7 +101,8 @@ func TestScrapeAfterAScriptedRun(t *testing.T) {
 		dfstream.WithSignalBackoff(10*time.Millisecond, 50*time.Millisecond))
 	require.NoError(t, err)
 	defer ss.Close()
-	require.NoError(t, ss.Listen(ctx, "jobs.*"))
+	_, err = ss.Listen(ctx, "jobs.*")
+	require.NoError(t, err)
 	const sent = 20
 	for i := range sent {
 		n, err := c.Emit(ctx, "jobs.a", fmt.Sprint(i))
