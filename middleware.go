@@ -51,7 +51,8 @@ func (p *HandlerPanic) Unwrap() error {
 
 // Recover turns a panicking handler into an error (*HandlerPanic, matching
 // ErrHandlerPanic) that goes to the error handler; the router goes on. Put
-// it first, so that it covers the other middleware too.
+// it early, so that it covers the middleware after it, but after Logging:
+// Logging then logs the panic as the error it became, with its value.
 func Recover() Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, sig Signal) (err error) {
@@ -65,24 +66,37 @@ func Recover() Middleware {
 	}
 }
 
-// Logging logs every handled signal on l: channel, pattern, group and
-// duration at debug level, and failures at error level.
+// Logging logs every handled signal on l: channel, pattern, group and the
+// time the call took (as a duration string such as "1.5ms") at debug level,
+// and failures at error level. A panic passing through it is logged at
+// error level, without its value (use Recover inside Logging to log it as
+// an error), and goes on.
 func Logging(l zerolog.Logger) Middleware {
 	return func(next Handler) Handler {
 		return HandlerFunc(func(ctx context.Context, sig Signal) error {
 			start := time.Now()
+			returned := false
+			defer func() {
+				if !returned {
+					logHandled(l.Error(), sig, start).Msg("signal handler panicked")
+				}
+			}()
 			err := next.HandleSignal(ctx, sig)
-			var e *zerolog.Event
+			returned = true
+			e := l.Debug()
 			if err != nil {
 				e = l.Error().Err(err)
-			} else {
-				e = l.Debug()
 			}
-			e.Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).
-				Dur("took", time.Since(start)).Msg("signal handled")
+			logHandled(e, sig, start).Msg("signal handled")
 			return err
 		})
 	}
+}
+
+// logHandled adds to e the fields Logging logs for every call.
+func logHandled(e *zerolog.Event, sig Signal, start time.Time) *zerolog.Event {
+	took := time.Since(start).Round(time.Microsecond)
+	return e.Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).Str("took", took.String())
 }
 
 // Timeout gives each handler call a context that ends after d. A handler

@@ -53,8 +53,9 @@ func run(addrs []string) error {
 	if err != nil {
 		return err
 	}
-	// Middleware runs outermost first: recover covers everything below it.
-	r.Use(dfstream.Recover(), dfstream.Logging(logger))
+	// Middleware runs outermost first: Logging sees every call's outcome,
+	// a panic included once Recover (inside it) has made it an error.
+	r.Use(dfstream.Logging(logger), dfstream.Recover())
 
 	handle := func(pattern string, f func(dfstream.Signal) error, opts ...dfstream.HandlerOption) error {
 		return r.HandleFunc(pattern, func(_ context.Context, sig dfstream.Signal) error {
