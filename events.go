@@ -131,9 +131,9 @@ type Signal struct {
 	subs []*Subscription // the stream's subscriptions that match, first made first
 }
 
-// Subscriptions returns the subscriptions of the SignalStream that received
-// the signal whose pattern matches its channel, first made first (the first
-// is the one Pattern and Group name). It is empty for the signals a Router
+// Subscriptions returns the receiving SignalStream's subscriptions whose
+// pattern matches the signal's channel, first made first (the first is the
+// one Pattern and Group name). It is empty for the signals a Router
 // hands to its handlers, and for a signal that arrived as the stream was
 // unlistening from its last matching subscription.
 func (sig Signal) Subscriptions() []*Subscription { return slices.Clone(sig.subs) }

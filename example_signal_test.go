@@ -225,3 +225,50 @@ func Example_roleWorker() {
 	// job 5 by a
 	// job 6 by b
 }
+
+// Listen returns the subscription: its own Unlisten and counters, while
+// every signal arrives in order on the stream's one Events channel.
+func ExampleSignalStream_Listen() {
+	srv, err := dflockdtest.Start(dflockdtest.Config{ShutdownDrain: -1})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	c, err := dfstream.New(dfstream.WithServers(srv.Addr()))
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	s, err := c.Signals(ctx)
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+
+	orders, err := s.Listen(ctx, "orders.*")
+	if err != nil {
+		panic(err)
+	}
+	eu, err := s.Listen(ctx, "orders.eu")
+	if err != nil {
+		panic(err)
+	}
+	for _, ch := range []string{"orders.us", "orders.eu"} {
+		if _, err := c.Emit(ctx, ch, "id=1"); err != nil {
+			panic(err)
+		}
+		sig := (<-s.Events()).(dfstream.Signal)
+		fmt.Printf("%s via %s (%d matching)\n", sig.Channel, sig.Pattern, len(sig.Subscriptions()))
+	}
+	if err := eu.Unlisten(ctx); err != nil {
+		panic(err)
+	}
+	fmt.Printf("%s: %+v\n", orders, orders.Stats())
+	fmt.Printf("%s: %+v, listening: %v\n", eu, eu.Stats(), eu.Listening())
+	// Output:
+	// orders.us via orders.* (1 matching)
+	// orders.eu via orders.* (2 matching)
+	// orders.*: {Delivered:2 Dropped:0}
+	// orders.eu: {Delivered:1 Dropped:0}, listening: false
+}

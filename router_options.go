@@ -45,7 +45,7 @@ func WithRouterEventHandler(f func(Event)) RouterOption {
 }
 
 // WithRouterSignalOptions configures the router's signal streams
-// (heartbeat, backoff, buffer, server, …).
+// (heartbeat, backoff, buffer, server, …), over the Client's defaults.
 func WithRouterSignalOptions(opts ...SignalOption) RouterOption {
 	return routerOption(func(c *routerConfig) error {
 		c.sigOpts = append(c.sigOpts, opts...)
