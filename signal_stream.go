@@ -149,6 +149,9 @@ func (sub *Subscription) Listening() bool { return sub.listening.Load() }
 // has this subscription (it was unlistened already, even if listened to
 // again since: that is another Subscription).
 func (sub *Subscription) Unlisten(ctx context.Context) error {
+	if sub.s == nil {
+		return fmt.Errorf("dfstream: unlisten: not a subscription Listen returned: %w", ErrInvalidInput)
+	}
 	return sub.s.unlisten(ctx, sub.key, sub)
 }
 

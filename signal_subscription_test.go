@@ -197,3 +197,10 @@ func TestRouterHandlersGetSignalsWithoutTheRoutersSubscriptions(t *testing.T) {
 		require.FailNow(t, "the handler got nothing")
 	}
 }
+
+func TestSubscriptionNotMadeByListenCannotUnlisten(t *testing.T) {
+	t.Parallel()
+	sub := &dfstream.Subscription{Pattern: "a"}
+	assert.ErrorIs(t, sub.Unlisten(context.Background()), dfstream.ErrInvalidInput)
+	assert.False(t, sub.Listening())
+}
