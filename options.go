@@ -20,12 +20,12 @@ const (
 	DefaultPoolSize          = 8
 )
 
-// The option kinds. Each is an interface with one unexported method, so
-// that options are made only by this package's With… functions, whatever
-// their kind, and a Client default is checked when New is called. Each kind
-// is implemented by a function over its configuration (clientOption,
-// streamOption, …); a new Client option is one function returning
-// clientOption, in any file. See the package doc, "Options".
+// The option kinds. Each is an interface with unexported methods only, so
+// that options are made only by this package's With… functions and godoc
+// shows no configuration internals. Each kind is implemented by a function
+// type over its configuration (clientOption, streamOption, …); a new Client
+// option is one function returning a clientOption, in any file. See the
+// package doc, "Options".
 
 // Option configures a Client. Every StreamOption and SignalOption is also an
 // Option: given to New, it sets the default for every stream of its kind the

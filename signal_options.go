@@ -35,8 +35,9 @@ func defaultSignalConfig() signalConfig {
 }
 
 // WithSignalServer picks the server a signal stream connects to (default:
-// the Client's first server). Signals are not sharded: an emitter and its
-// listeners must use the same server.
+// the Client's first server), one of the Client's servers. Signals are not
+// sharded: an emitter and its listeners must use the same server. Given to
+// New, it is checked when a signal stream starts.
 func WithSignalServer(addr string) SignalOption {
 	return signalOption(func(c *signalConfig) error {
 		if addr == "" {
