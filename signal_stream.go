@@ -135,7 +135,7 @@ func (k subKey) String() string {
 // String returns the pattern, followed by the group if there is one.
 func (sub *Subscription) String() string { return sub.key.String() }
 
-// Stats returns the subscription's counters. They stop at Unlisten.
+// Stats returns the subscription's counters.
 func (sub *Subscription) Stats() SubscriptionStats {
 	return SubscriptionStats{Delivered: sub.delivered.Load(), Dropped: sub.dropped.Load()}
 }
@@ -147,7 +147,8 @@ func (sub *Subscription) Listening() bool { return sub.listening.Load() }
 // Unlisten drops this subscription: it is SignalStream.UnlistenGroup of its
 // pattern and group, except that it does nothing when the stream no longer
 // has this subscription (it was unlistened already, even if listened to
-// again since: that is another Subscription).
+// again since: that is another Subscription). Signals that arrived before
+// are still delivered, in order, on the Events channel, and counted.
 func (sub *Subscription) Unlisten(ctx context.Context) error {
 	if sub.s == nil {
 		return fmt.Errorf("dfstream: unlisten: not a subscription Listen returned: %w", ErrInvalidInput)
