@@ -155,8 +155,8 @@ func WithServers(addrs ...string) Option {
 			return invalidOption("WithServers", addrs, "no server")
 		}
 		for _, a := range addrs {
-			if a == "" {
-				return invalidOption("WithServers", addrs, "empty address")
+			if why := addrProblem(a); why != "" {
+				return invalidOption("WithServers", addrs, why)
 			}
 		}
 		c.servers = append([]string(nil), addrs...)

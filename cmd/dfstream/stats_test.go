@@ -98,3 +98,18 @@ func TestStatsShowsReachableServersAndNamesTheUnreachableOne(t *testing.T) {
 	requireOneLineError(t, stderr)
 	require.Contains(t, stderr, dead)
 }
+
+// Every list of stats --json is [] when empty, never null.
+func TestStatsJSONShowsEmptyListsAsEmpty(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	other := dflockdtest.New(t, dflockdtest.Config{})
+	stdout, stderr, code := dfs(t, nil, "stats", "--json", "--servers", srv.Addr())
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, "null")
+	require.Contains(t, stdout, `"signal_channels":[]`)
+	stdout, stderr, code = dfs(t, nil, "stats", "--json", "--servers", srv.Addr()+","+other.Addr())
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, "null")
+	require.Equal(t, 2, strings.Count(stdout, `"signal_channels":[]`), stdout)
+}
