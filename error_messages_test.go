@@ -326,7 +326,8 @@ func TestErrorMessages(t *testing.T) {
 				s, err := e.c.Signals(ctx)
 				require.NoError(t, err)
 				defer s.Close()
-				return s.Listen(ctx, "a.>.b")
+				_, err = s.Listen(ctx, "a.>.b")
+				return err
 			},
 			want: `dfstream: listen: invalid pattern "a.>.b": a token with ">" must be exactly ">" and the last`,
 			is:   []error{dfstream.ErrInvalidInput},
@@ -337,7 +338,8 @@ func TestErrorMessages(t *testing.T) {
 				s, err := e.c.Signals(ctx)
 				require.NoError(t, err)
 				require.NoError(t, s.Close())
-				return s.Listen(ctx, "a.b")
+				_, err = s.Listen(ctx, "a.b")
+				return err
 			},
 			want: `dfstream: listen "a.b": closed`,
 			is:   []error{dfstream.ErrClosed},
@@ -459,7 +461,8 @@ func TestErrorMessages(t *testing.T) {
 				s, err := e.c.Signals(ctx)
 				require.NoError(t, err)
 				require.NoError(t, s.Close())
-				return s.ListenGroup(ctx, "a.b", "workers")
+				_, err = s.ListenGroup(ctx, "a.b", "workers")
+				return err
 			},
 			want: `dfstream: join group "workers" on "a.b": closed`,
 			is:   []error{dfstream.ErrClosed},

@@ -197,17 +197,17 @@ func (s *holdStream) explain(err error) error {
 }
 
 // subErr is the error of a Listen (listen true) or Unlisten of sub.
-func (s *SignalStream) subErr(listen bool, sub Subscription, err error) error {
+func (s *SignalStream) subErr(listen bool, sub subKey, err error) error {
 	op := "listen"
 	switch {
-	case sub.Group != "" && listen:
-		op = "join group " + strconv.Quote(sub.Group) + " on"
-	case sub.Group != "":
-		op = "leave group " + strconv.Quote(sub.Group) + " on"
+	case sub.group != "" && listen:
+		op = "join group " + strconv.Quote(sub.group) + " on"
+	case sub.group != "":
+		op = "leave group " + strconv.Quote(sub.group) + " on"
 	case !listen:
 		op = "unlisten"
 	}
-	return opError(op, sub.Pattern, s.addr, err)
+	return opError(op, sub.pattern, s.addr, err)
 }
 
 // emitErr is the error of Client.Emit to channel.

@@ -73,7 +73,7 @@ func TestSignalStreamRefusedSaysItOnce(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 
-	err = s.Listen(ctx, "a.b") // refused, or behind the stream's probe that was
+	_, err = s.Listen(ctx, "a.b") // refused, or behind the stream's probe that was
 	assert.Contains(t, []string{
 		`dfstream: listen "a.b": authentication refused`,
 		`dfstream: listen "a.b": closed: authentication refused`,
@@ -89,7 +89,7 @@ func TestSignalStreamRefusedSaysItOnce(t *testing.T) {
 	<-s.Done()
 	assert.EqualError(t, s.Err(), "dfstream: signal stream: authentication refused")
 
-	err = s.Listen(ctx, "c.d")
+	_, err = s.Listen(ctx, "c.d")
 	assert.EqualError(t, err, `dfstream: listen "c.d": closed: authentication refused`, "the stream's reason, said once")
 	assert.ErrorIs(t, err, dfstream.ErrClosed)
 	assert.ErrorIs(t, err, dfstream.ErrAuth)

@@ -38,7 +38,8 @@ func TestStatsShowsHolderAndWaiters(t *testing.T) {
 	sig, err := c.Signals(context.Background())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sig.Close() })
-	require.NoError(t, sig.ListenGroup(ctx, "jobs.>", "workers"))
+	_, err = sig.ListenGroup(ctx, "jobs.>", "workers")
+	require.NoError(t, err)
 
 	stdout, stderr, code := dfs(t, nil, "stats", "--servers", srv.Addr())
 	require.Equal(t, 0, code, stderr)

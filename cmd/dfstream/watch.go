@@ -81,9 +81,9 @@ func runWatch(args []string, e *env) error {
 	}
 	defer closeWithin(3*time.Second, ss.Close)
 	if *group != "" {
-		err = ss.ListenGroup(ctx, pattern, *group)
+		_, err = ss.ListenGroup(ctx, pattern, *group)
 	} else {
-		err = ss.Listen(ctx, pattern)
+		_, err = ss.Listen(ctx, pattern)
 	}
 	if err != nil {
 		if ctx.Err() != nil {

@@ -141,14 +141,14 @@ func (w *worker) run(ctx context.Context) error {
 	defer w.c.Close()
 
 	// Duty 1: take jobs from the queue group, two at a time.
-	r, err := dfstream.NewRouter(w.c, dfstream.WithErrorHandler(func(_ context.Context, _ dfstream.Signal, err error) {
+	r, err := dfstream.NewRouter(w.c, dfstream.WithRouterErrorHandler(func(_ context.Context, _ dfstream.Signal, err error) {
 		fmt.Printf("%s  %v\n", w.name, err)
 	}))
 	if err != nil {
 		return err
 	}
 	r.Use(dfstream.Recover())
-	if err := r.HandleGroup(jobsPattern, group, dfstream.HandlerFunc(w.job), dfstream.WithConcurrency(2)); err != nil {
+	if err := r.HandleGroup(jobsPattern, group, dfstream.HandlerFunc(w.job), dfstream.WithHandlerConcurrency(2)); err != nil {
 		return err
 	}
 	routed := make(chan error, 1)
