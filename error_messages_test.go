@@ -345,6 +345,14 @@ func TestErrorMessages(t *testing.T) {
 			is:   []error{dfstream.ErrClosed},
 		},
 		{
+			name: "Unlisten of a Subscription Listen did not return",
+			run: func(t *testing.T, e *errEnv) error {
+				return new(dfstream.Subscription).Unlisten(ctx)
+			},
+			want: `dfstream: unlisten: not a subscription Listen returned`,
+			is:   []error{dfstream.ErrInvalidInput},
+		},
+		{
 			name: "Emit to a channel with a wildcard",
 			run: func(t *testing.T, e *errEnv) error {
 				_, err := e.c.Emit(ctx, "a.*", "x")
