@@ -156,11 +156,11 @@ func handedOver(t *testing.T, c *dfstream.Client, addr string, sem bool, opts ..
 	if sem {
 		held, err = holder.AcquireSemaphore(ctx, key, 1)
 		require.NoError(t, err)
-		s, err = c.Semaphore(ctx, key, 1, opts...)
+		s, err = c.StartSemaphore(ctx, key, 1, opts...)
 	} else {
-		held, err = holder.AcquireLock(ctx, key)
+		held, err = holder.Lock(ctx, key)
 		require.NoError(t, err)
-		s, err = c.Lock(ctx, key, opts...)
+		s, err = c.StartLock(ctx, key, opts...)
 	}
 	require.NoError(t, err)
 	nextOf[dfstream.Queued](t, s.Events(), 5*time.Second)
