@@ -490,13 +490,7 @@ func (s *holdStream) renewalDue(sent time.Time, lease time.Duration) time.Time {
 // renewTick runs on a goroutine of its own when the stream's schedule is
 // due: it has the connection watched, and renews when that is due.
 func (s *holdStream) renewTick() {
-	select {
-	case <-s.turn:
-	case <-s.done:
-		return
-	}
-	if s.State() != StateHeld {
-		s.giveTurn()
+	if !s.takeHeldTurn() {
 		return
 	}
 	s.out.deliver() // into the room the consumer made since the last event
@@ -567,12 +561,10 @@ func ranOut(err error, lossAt time.Time) bool {
 // hungUp runs on the connection watcher's goroutine when the server hangs
 // up on lc.
 func (s *holdStream) hungUp(lc *lockConn) {
-	select {
-	case <-s.turn:
-	case <-s.done:
+	if !s.takeHeldTurn() {
 		return
 	}
-	if s.conn != lc || s.State() != StateHeld {
+	if s.conn != lc {
 		s.giveTurn() // whoever used lc has seen it fail
 		return
 	}

@@ -334,8 +334,7 @@ func (s *holdStream) Release(ctx context.Context) error {
 // releaseTurn releases the key with the turn just taken, if it is still
 // held.
 func (s *holdStream) releaseTurn(ctx context.Context) error {
-	if s.State() != StateHeld {
-		s.giveTurn()
+	if !s.keepIfHeld() {
 		return ErrNotHeld
 	}
 	return s.release(ctx)
@@ -363,10 +362,8 @@ func (s *holdStream) shut(cause error) {
 	select {
 	case <-s.turn:
 		// Nobody is at work: the stream is held, or has ended.
-		if s.State() == StateHeld {
+		if s.keepIfHeld() {
 			_ = s.release(context.Background())
-		} else {
-			s.giveTurn()
 		}
 	case <-s.done:
 	}
@@ -406,7 +403,37 @@ func (s *holdStream) unhurry() {
 	}
 }
 
+// The turn (see holdStream) is a token in s.turn: whoever receives it
+// runs the machine until it gives it back with giveTurn. end gives it back
+// for good, so a step that comes after the end still gets it, finds the
+// stream ended, and gives it back. The steps for a held stream (a renewal,
+// a hang-up, a release) take it with takeHeldTurn, or, when they watch
+// other channels meanwhile, receive it themselves and call keepIfHeld.
+
+// giveTurn gives the turn back.
 func (s *holdStream) giveTurn() { s.turn <- struct{}{} }
+
+// takeHeldTurn waits for the turn and keeps it if the stream still holds
+// its key. Otherwise (it lost, released or ended meanwhile) it returns
+// false, with the turn given back or, after the end, never taken.
+func (s *holdStream) takeHeldTurn() bool {
+	select {
+	case <-s.turn:
+		return s.keepIfHeld()
+	case <-s.done:
+		return false
+	}
+}
+
+// keepIfHeld runs with the turn just taken: it reports whether the stream
+// still holds its key, and gives the turn back when it does not.
+func (s *holdStream) keepIfHeld() bool {
+	if s.State() == StateHeld {
+		return true
+	}
+	s.giveTurn()
+	return false
+}
 
 func (s *holdStream) stopped() bool {
 	select {
