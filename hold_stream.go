@@ -52,10 +52,11 @@ func (s State) String() string {
 // release on the goroutine that calls Release or Close, a renewal when the
 // Client's schedule says it is due, a hang-up on the Client's connection
 // watcher. The stream has a goroutine of its own only while it waits in the
-// queue or backs off, so a
-// held lock costs no goroutine and an uncontended cycle no goroutine
-// handoff (on a 2-core machine each handoff costs about as much as a
-// quarter of the cycle itself).
+// queue or backs off, and not even then under a blocking Lock, whose
+// caller waits in the queue itself (see beginWaiting). So a held lock
+// costs no goroutine, and neither an uncontended cycle nor a blocking
+// Lock's handoff a goroutine handoff (on a 2-core machine each costs about
+// as much as a quarter of an uncontended cycle).
 type holdStream struct {
 	c          *Client
 	key        string
