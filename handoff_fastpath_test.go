@@ -233,3 +233,34 @@ func TestQueuedGrantWhoseWaitIsAnsweredLateIsConfirmed(t *testing.T) {
 	link.SetLatency(faultproxy.ToClient, 0)
 	require.NoError(t, s.Release(context.Background()))
 }
+
+// A blocking Lock waits in the queue on its caller's goroutine: what ends
+// a stream's wait ends that call too.
+func TestLockWaitingInTheQueueEndsWhenTheClientCloses(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	holder := newClient(t, []string{srv.Addr()})
+	key := testKey(t, "k")
+	held, err := holder.Lock(context.Background(), key)
+	require.NoError(t, err)
+
+	c, err := dfstream.New(dfstream.WithServers(srv.Addr()))
+	require.NoError(t, err)
+	locked := make(chan error, 1)
+	go func() {
+		_, err := c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(time.Minute))
+		locked <- err
+	}()
+	require.Eventually(t, func() bool {
+		waiters, _ := lockHolder(stats(t, srv.Addr()), key)
+		return waiters == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, c.Close())
+	select {
+	case err := <-locked:
+		require.ErrorIs(t, err, dfstream.ErrClosed)
+	case <-time.After(5 * time.Second):
+		require.FailNow(t, "Lock still waits after Client.Close")
+	}
+	require.NoError(t, held.Release(context.Background()))
+}
