@@ -86,6 +86,8 @@ type holdStream struct {
 	lossAt        time.Time // when to declare Lost: a little before deadline
 	attempt       int
 	renewDue      time.Time // when the next renewal is due
+	sref          string    // the stable ref of its connections (cluster; see WithCluster)
+	rejoining     bool      // the next enqueue re-attaches: dialled with sref
 
 	// Guarded by the Client's renewals.
 	renewAt    time.Time
