@@ -407,3 +407,38 @@ func TestClusterMovesBehindASlowConsumerAreCoalesced(t *testing.T) {
 	assert.Equal(t, cl.Addrs()[0], m.To, "three moves: back on node 0")
 	require.NoError(t, s.Release(ctx))
 }
+
+func TestClusterCloseDuringAnElectionEndsTheStreamAtOnce(t *testing.T) {
+	t.Parallel()
+	h := holdOnCluster(t)
+	h.cl.StartElection() // and no leader comes: the stream keeps looking
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	require.NoError(t, h.s.Close())
+	assert.Less(t, time.Since(start), time.Second)
+	l := nextOf[dfstream.Lost](t, h.s.Events(), time.Second)
+	assert.True(t, l.Final, "the release could not be sent")
+	assert.ErrorIs(t, l.Reason, dfstream.ErrConnLost)
+	requireClosed(t, h.s.Events())
+}
+
+func TestClusterQueuedStreamKeepsItsPlaceWhenTheLeaderIsKilled(t *testing.T) {
+	t.Parallel()
+	cl, c, ctx, key := onCluster(t)
+	holder, err := c.AcquireLock(ctx, key, dfstream.WithLease(failoverLease))
+	require.NoError(t, err)
+	waiter := queuedLock(t, c, ctx, key, dfstream.WithLease(failoverLease), dfstream.WithAcquireTimeout(20*time.Second))
+	require.Equal(t, 0, cl.KillLeader())
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, cl.ElectLeader(1))
+	nextOf[dfstream.Acquired](t, holder.Events(), time.Second)
+	nextOf[dfstream.Moved](t, holder.Events(), failoverLease)
+	require.Eventually(t, func() bool {
+		st, err := c.Stats(ctx, cl.Addrs()[1])
+		waiters, held := lockHolder(st, key)
+		return err == nil && held && waiters == 1
+	}, 5*time.Second, 10*time.Millisecond, "the waiter's place, and no second one")
+	require.NoError(t, holder.Release(ctx))
+	nextOf[dfstream.Acquired](t, waiter.Events(), 5*time.Second)
+	require.NoError(t, waiter.Release(ctx))
+}
