@@ -87,7 +87,7 @@ func BenchmarkLockStreamCycle(b *testing.B) {
 
 // streamCycle is a stream's full life: start, acquire, release, end.
 func streamCycle(b *testing.B, c *dfstream.Client, ctx context.Context) {
-	s, err := c.Lock(ctx, "bench/stream")
+	s, err := c.StartLock(ctx, "bench/stream")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func BenchmarkDropToLost(b *testing.B) {
 // dropToLost acquires a lock, holds it for held, drops every connection
 // and returns how long Lost took to come.
 func dropToLost(b *testing.B, c *dfstream.Client, srv *dflockdtest.Server, held time.Duration) time.Duration {
-	s, err := c.AcquireLock(context.Background(), "bench/drop", dfstream.WithLease(time.Minute))
+	s, err := c.Lock(context.Background(), "bench/drop", dfstream.WithLease(time.Minute))
 	if err != nil {
 		b.Fatal(err)
 	}

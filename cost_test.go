@@ -25,7 +25,7 @@ func holdCost(tb testing.TB, n int) (goroutines, heap float64) {
 	g0, h0 := snapshot()
 	streams := make([]*dfstream.LockStream, n)
 	for i := range streams {
-		streams[i], err = c.Lock(context.Background(), fmt.Sprintf("cost/%d", i), dfstream.WithLease(time.Minute))
+		streams[i], err = c.StartLock(context.Background(), fmt.Sprintf("cost/%d", i), dfstream.WithLease(time.Minute))
 		require.NoError(tb, err)
 	}
 	for _, s := range streams {

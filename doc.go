@@ -4,13 +4,27 @@
 //
 // Every primitive is an actor that owns its connection and reports what
 // happens to it as typed events on a channel: a LockStream or SemStream
-// (Client.Lock, Client.Semaphore) emits Queued, Acquired, Renewed, Lost and
-// Released; a SignalStream (Client.Signals) emits Signal and connection
+// emits Queued, Acquired, Renewed, Lost and Released; a SignalStream (Client.Signals) emits Signal and connection
 // events; a Router maps signal subjects to handlers. Streams keep a
 // consumer that stops reading from stalling them, declare a lock Lost no
 // later than its local safe deadline, reject bad input before sending a
 // byte, and report errors that match this package's sentinels with
 // errors.Is.
+//
+// # Blocking calls and streams
+//
+// Client.Lock and Client.AcquireSemaphore block until the key is held, and
+// their context bounds that wait only, as etcd's Mutex.Lock and
+// redislock's Obtain do: the hold then lasts until Release, Close or
+// Client.Close, renewed meanwhile, and its stream still reports a Lost.
+// Client.TryLock and Client.TryAcquireSemaphore try once and return an
+// error matching ErrNotAcquired when the key is taken. Client.StartLock and
+// Client.StartSemaphore return the stream as soon as the server has
+// answered the enqueue, for select loops over its events and for the
+// two-phase acquire (Enqueued, then Wait); their context is the stream's
+// whole life, which is the one way to bind a hold to a context: ending it
+// releases the key. The names say which is which: a call named like a
+// blocking call blocks, and Start returns a stream to follow.
 //
 // An Observer (WithObserver) is told what the streams do, for metrics; the
 // dfprom package implements it with Prometheus.

@@ -10,15 +10,59 @@ import (
 	"github.com/dfstream/dfstream/dflockdtest"
 )
 
-// A select loop over a lock's events: work while the lock is held, release
-// when done.
+// The common case: block until the lock is held, do the work, release.
 func ExampleClient_Lock() {
 	srv, _ := dflockdtest.Start(dflockdtest.Config{})
 	defer srv.Close()
 	c, _ := dfstream.New(dfstream.WithServers(srv.Addr()))
 	defer c.Close()
 
-	lock, err := c.Lock(context.Background(), "reports/nightly", dfstream.WithLease(5*time.Second))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel() // bounds the acquire only: the lock outlives it
+	lock, err := c.Lock(ctx, "reports/nightly", dfstream.WithLease(5*time.Second))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	g, _ := lock.Held()
+	fmt.Println("holding", g.Key, "with fence", g.Fence)
+	// ... work, watching lock.Done() or Events for a Lost ...
+	fmt.Println("release:", lock.Release(context.Background()))
+	// Output:
+	// holding reports/nightly with fence 1
+	// release: <nil>
+}
+
+// Try once: when another client holds the key, the error matches
+// ErrNotAcquired and nothing is left queued.
+func ExampleClient_TryLock() {
+	srv, _ := dflockdtest.Start(dflockdtest.Config{})
+	defer srv.Close()
+	c, _ := dfstream.New(dfstream.WithServers(srv.Addr()))
+	defer c.Close()
+	ctx := context.Background()
+
+	holder, _ := c.Lock(ctx, "jobs/compact")
+	_, err := c.TryLock(ctx, "jobs/compact")
+	fmt.Println("busy:", errors.Is(err, dfstream.ErrNotAcquired))
+	_ = holder.Release(ctx)
+	again, err := c.TryLock(ctx, "jobs/compact")
+	fmt.Println("free:", err)
+	_ = again.Release(ctx)
+	// Output:
+	// busy: true
+	// free: <nil>
+}
+
+// A select loop over a lock's events: work while the lock is held, release
+// when done. The stream's life is the context StartLock was given.
+func ExampleClient_StartLock() {
+	srv, _ := dflockdtest.Start(dflockdtest.Config{})
+	defer srv.Close()
+	c, _ := dfstream.New(dfstream.WithServers(srv.Addr()))
+	defer c.Close()
+
+	lock, err := c.StartLock(context.Background(), "reports/nightly", dfstream.WithLease(5*time.Second))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -49,8 +93,8 @@ func ExampleLockStream_Enqueued() {
 	defer c.Close()
 	ctx := context.Background()
 
-	holder, _ := c.AcquireLock(ctx, "deploy")
-	next, _ := c.Lock(ctx, "deploy")
+	holder, _ := c.Lock(ctx, "deploy")
+	next, _ := c.StartLock(ctx, "deploy")
 	acquired, _ := next.Enqueued(ctx)
 	fmt.Println("granted at once:", acquired)
 	// ... tell the deploy dashboard that we are next ...
@@ -63,8 +107,8 @@ func ExampleLockStream_Enqueued() {
 	// then granted with fence 2
 }
 
-// Lock returns once the server has answered the enqueue: the stream then
-// holds the key or is queued for it.
+// StartLock returns once the server has answered the enqueue: the stream
+// then holds the key or is queued for it.
 func ExampleLockStream_State() {
 	srv, _ := dflockdtest.Start(dflockdtest.Config{})
 	defer srv.Close()
@@ -72,8 +116,8 @@ func ExampleLockStream_State() {
 	defer c.Close()
 	ctx := context.Background()
 
-	first, _ := c.Lock(ctx, "jobs/cleanup")
-	second, _ := c.Lock(ctx, "jobs/cleanup")
+	first, _ := c.StartLock(ctx, "jobs/cleanup")
+	second, _ := c.StartLock(ctx, "jobs/cleanup")
 	fmt.Println(first.State(), second.State())
 	_ = first.Release(ctx)
 	_, _ = second.Wait(ctx)
@@ -95,8 +139,8 @@ func ExampleClient_AcquireSemaphore() {
 
 	a, _ := c.AcquireSemaphore(ctx, "encoders", 2)
 	b, _ := c.AcquireSemaphore(ctx, "encoders", 2)
-	_, err := c.AcquireSemaphore(ctx, "encoders", 2, dfstream.WithAcquireTimeout(0))
-	fmt.Println("third slot:", errors.Is(err, dfstream.ErrTimeout))
+	_, err := c.TryAcquireSemaphore(ctx, "encoders", 2)
+	fmt.Println("third slot:", errors.Is(err, dfstream.ErrNotAcquired))
 	_, err = c.AcquireSemaphore(ctx, "encoders", 3)
 	fmt.Println("other limit:", errors.Is(err, dfstream.ErrLimitMismatch))
 	_ = a.Release(ctx)

@@ -129,7 +129,7 @@ func (w *roleWorker) run(ctx context.Context, backlog <-chan int, ready chan<- s
 		return err
 	}
 
-	role, err := w.c.Lock(ctx, "role/scheduler", dfstream.WithAcquireTimeout(time.Hour))
+	role, err := w.c.StartLock(ctx, "role/scheduler", dfstream.WithAcquireTimeout(time.Hour))
 	if err != nil {
 		return err
 	}

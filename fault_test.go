@@ -253,9 +253,9 @@ func TestFaultLocksAndSemaphoresKeepTheirPromise(t *testing.T) {
 				var s holdStream
 				var err error
 				if limits[key] == 1 {
-					s, err = c.Lock(ctx, key, opts...)
+					s, err = c.StartLock(ctx, key, opts...)
 				} else {
-					s, err = c.Semaphore(ctx, key, limits[key], opts...)
+					s, err = c.StartSemaphore(ctx, key, limits[key], opts...)
 				}
 				if err != nil {
 					continue // only bad input or a closed Client: stop ends the loop
@@ -380,7 +380,7 @@ func TestFaultReplyLatencyLongerThanLeaseNeverReportsAStaleGrant(t *testing.T) {
 	stop := make(chan struct{})
 	var streams sync.WaitGroup
 	streams.Go(func() {
-		s, err := slowClient.Lock(context.Background(), key, opts...)
+		s, err := slowClient.StartLock(context.Background(), key, opts...)
 		if assert.NoError(t, err) {
 			follow(h, 0, key, s, 500*time.Millisecond, stop)
 		}
@@ -392,7 +392,7 @@ func TestFaultReplyLatencyLongerThanLeaseNeverReportsAStaleGrant(t *testing.T) {
 		require.Less(t, time.Since(start), 5*time.Second, "the slow client's grant")
 	}
 	streams.Go(func() {
-		s, err := fastClient.Lock(context.Background(), key, opts...)
+		s, err := fastClient.StartLock(context.Background(), key, opts...)
 		if assert.NoError(t, err) {
 			follow(h, 1, key, s, 2*time.Second, stop)
 		}

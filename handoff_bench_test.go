@@ -90,7 +90,7 @@ func streamHandoff(ctx context.Context, c *dfstream.Client, key string, limit in
 		err error
 	)
 	if limit == 1 {
-		s, err = c.AcquireLock(ctx, key)
+		s, err = c.Lock(ctx, key)
 	} else {
 		s, err = c.AcquireSemaphore(ctx, key, limit)
 	}
@@ -302,7 +302,7 @@ func streamFill(b *testing.B, addr string, keys int) func() {
 	}()
 	ctx := context.Background()
 	fillKeys(b, keys, func(i int, key string) error {
-		s, err := c.AcquireLock(ctx, key)
+		s, err := c.Lock(ctx, key)
 		streams[i] = s
 		return err
 	})

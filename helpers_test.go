@@ -162,7 +162,7 @@ func testTLS(t *testing.T) (server, client *tls.Config) {
 // queuedLock starts a lock stream on a held key and waits until it is queued.
 func queuedLock(t *testing.T, c *dfstream.Client, ctx context.Context, key string, opts ...dfstream.StreamOption) *dfstream.LockStream {
 	t.Helper()
-	s, err := c.Lock(ctx, key, opts...)
+	s, err := c.StartLock(ctx, key, opts...)
 	require.NoError(t, err)
 	nextOf[dfstream.Queued](t, s.Events(), time.Second)
 	return s

@@ -15,17 +15,17 @@ func TestHoldStreamEntryPointsRejectANilContext(t *testing.T) {
 	t.Parallel()
 	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
-	held, err := c.AcquireLock(context.Background(), testKey(t, "held"))
+	held, err := c.Lock(context.Background(), testKey(t, "held"))
 	require.NoError(t, err)
 	var nilCtx context.Context // a variable, so that vet lets it through
 
 	for name, call := range map[string]func() error{
-		"Lock": func() error { _, err := c.Lock(nilCtx, testKey(t, "k")); return err },
+		"Lock": func() error { _, err := c.StartLock(nilCtx, testKey(t, "k")); return err },
 		"Semaphore": func() error {
-			_, err := c.Semaphore(nilCtx, testKey(t, "s"), 2)
+			_, err := c.StartSemaphore(nilCtx, testKey(t, "s"), 2)
 			return err
 		},
-		"AcquireLock": func() error { _, err := c.AcquireLock(nilCtx, testKey(t, "k")); return err },
+		"AcquireLock": func() error { _, err := c.Lock(nilCtx, testKey(t, "k")); return err },
 		"AcquireSemaphore": func() error {
 			_, err := c.AcquireSemaphore(nilCtx, testKey(t, "s"), 2)
 			return err

@@ -107,7 +107,23 @@ type holdStream struct {
 	dialCancel context.CancelFunc
 }
 
+// startHold starts a stream whose life is ctx: ending ctx ends the stream
+// (the Start forms).
 func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limit int, opts []StreamOption) (*holdStream, error) {
+	s, err := c.newHold(ctx, kind, key, limit, opts)
+	if err != nil {
+		return nil, err
+	}
+	if ctx.Done() != nil {
+		s.unhook = context.AfterFunc(ctx, func() { s.shut(context.Cause(ctx)) })
+	}
+	s.begin()
+	return s, nil
+}
+
+// newHold validates a stream's settings and registers it with the Client,
+// without sending anything.
+func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit int, opts []StreamOption) (*holdStream, error) {
 	cfg := c.cfg.stream
 	for _, o := range opts {
 		if err := o.applyStream(&cfg); err != nil {
@@ -143,10 +159,6 @@ func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limi
 	if err := c.register(s, nil); err != nil {
 		return nil, err
 	}
-	if ctx.Done() != nil {
-		s.unhook = context.AfterFunc(ctx, func() { s.shut(context.Cause(ctx)) })
-	}
-	s.begin()
 	return s, nil
 }
 

@@ -29,7 +29,7 @@ func TestPortableWatcherReportsADroppedConnectionAtOnce(t *testing.T) {
 	t.Parallel()
 	srv := dflockdtest.New(t, dflockdtest.Config{})
 	c := portableClient(t, srv.Addr())
-	s, err := c.AcquireLock(context.Background(), "portable/drop", WithLease(time.Minute))
+	s, err := c.Lock(context.Background(), "portable/drop", WithLease(time.Minute))
 	require.NoError(t, err)
 
 	srv.DropConnections()
@@ -52,7 +52,7 @@ func TestPortableWatcherLetsRenewalsAndReleasesThrough(t *testing.T) {
 	c := portableClient(t, srv.Addr())
 	const key = "portable/renew"
 
-	s, err := c.AcquireLock(context.Background(), key, WithLease(600*time.Millisecond))
+	s, err := c.Lock(context.Background(), key, WithLease(600*time.Millisecond))
 	require.NoError(t, err)
 	time.Sleep(2 * time.Second)
 	renewed := 0
@@ -68,7 +68,7 @@ func TestPortableWatcherLetsRenewalsAndReleasesThrough(t *testing.T) {
 	require.NoError(t, s.Release(context.Background()))
 	assert.Len(t, c.pools[0].idle, 1, "the released connection is pooled")
 
-	again, err := c.AcquireLock(context.Background(), key)
+	again, err := c.Lock(context.Background(), key)
 	require.NoError(t, err, "on the pooled connection, its watch resumed")
 	assert.Empty(t, c.pools[0].idle)
 	require.NoError(t, again.Release(context.Background()))
@@ -82,9 +82,9 @@ func TestPortableWatcherIgnoresDeadlinesExchangesLeftBehind(t *testing.T) {
 	const connectTimeout = 200 * time.Millisecond // each exchange's deadline
 	c := portableClient(t, srv.Addr(), WithConnectTimeout(connectTimeout))
 
-	s, err := c.AcquireLock(context.Background(), "portable/held", WithLease(30*time.Second))
+	s, err := c.Lock(context.Background(), "portable/held", WithLease(30*time.Second))
 	require.NoError(t, err)
-	warm, err := c.AcquireLock(context.Background(), "portable/pooled")
+	warm, err := c.Lock(context.Background(), "portable/pooled")
 	require.NoError(t, err)
 	require.NoError(t, warm.Release(context.Background()))
 	time.Sleep(5 * connectTimeout)

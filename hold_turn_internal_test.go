@@ -22,7 +22,7 @@ func heldStream(t *testing.T, key string, clientOpts []Option, opts ...StreamOpt
 	c, err := New(append([]Option{WithServers(srv.Addr())}, clientOpts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
-	s, err := c.AcquireLock(context.Background(), key, opts...)
+	s, err := c.Lock(context.Background(), key, opts...)
 	require.NoError(t, err)
 	return s.holdStream
 }

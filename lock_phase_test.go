@@ -31,7 +31,7 @@ func TestLockReturnsHoldingAFreeKey(t *testing.T) {
 	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
 
-	s, err := c.Lock(context.Background(), testKey(t, "k"))
+	s, err := c.StartLock(context.Background(), testKey(t, "k"))
 	require.NoError(t, err)
 	assert.Equal(t, dfstream.StateHeld, s.State())
 	assert.IsType(t, dfstream.Acquired{}, pending(s.Events()), "Acquired is there when Lock returns")
@@ -44,9 +44,9 @@ func TestLockReturnsQueuedForAHeldKey(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
-	s, err := c.Lock(context.Background(), key)
+	s, err := c.StartLock(context.Background(), key)
 	require.NoError(t, err)
 	assert.Equal(t, dfstream.StateQueued, s.State())
 	assert.IsType(t, dfstream.Queued{}, pending(s.Events()), "Queued is there when Lock returns")
@@ -72,7 +72,7 @@ func TestLockOnASilentServerFailsWithinTheConnectTimeout(t *testing.T) {
 	c := frozen(t, dfstream.WithConnectTimeout(300*time.Millisecond))
 
 	start := time.Now()
-	s, err := c.Lock(context.Background(), testKey(t, "k"))
+	s, err := c.StartLock(context.Background(), testKey(t, "k"))
 	require.NoError(t, err)
 	assert.Less(t, time.Since(start), 3*time.Second)
 	failed := nextOf[dfstream.Failed](t, s.Events(), time.Second)
@@ -88,7 +88,7 @@ func TestLockOnASilentServerEndsWithItsContext(t *testing.T) {
 	time.AfterFunc(100*time.Millisecond, cancel)
 
 	start := time.Now()
-	s, err := c.Lock(ctx, testKey(t, "k"))
+	s, err := c.StartLock(ctx, testKey(t, "k"))
 	require.NoError(t, err)
 	assert.Less(t, time.Since(start), 3*time.Second)
 	failed := nextOf[dfstream.Failed](t, s.Events(), time.Second)
@@ -108,7 +108,7 @@ func heldThenFrozen(t *testing.T, connectTimeout time.Duration, renewing bool) *
 	if renewing {
 		opts = append(opts, dfstream.WithRenewRatio(0.05))
 	}
-	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), opts...)
+	s, err := c.Lock(context.Background(), testKey(t, "k"), opts...)
 	require.NoError(t, err)
 	srv.Freeze()
 	t.Cleanup(srv.Thaw)
@@ -155,7 +155,7 @@ func TestReleaseDuringARenewalThatLosesTheKeyUnderReacquireReturnsNotHeld(t *tes
 	addr, srv := testServer(t, dflockdtest.Config{})
 	needServer(t, srv, "freeze")
 	c := newClient(t, []string{addr}, dfstream.WithConnectTimeout(300*time.Millisecond))
-	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(20*time.Second),
+	s, err := c.Lock(context.Background(), testKey(t, "k"), dfstream.WithLease(20*time.Second),
 		dfstream.WithRenewRatio(0.05), dfstream.WithReacquire(time.Second, time.Second))
 	require.NoError(t, err)
 	srv.Freeze()
@@ -173,7 +173,7 @@ func TestReleaseToASilentServerIsALossNoLaterThanTheSafeDeadline(t *testing.T) {
 	addr, srv := testServer(t, dflockdtest.Config{})
 	needServer(t, srv, "freeze")
 	c := newClient(t, []string{addr}) // the connect timeout, 10 s, is far beyond the deadline
-	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(2*time.Second))
+	s, err := c.Lock(context.Background(), testKey(t, "k"), dfstream.WithLease(2*time.Second))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
 	srv.Freeze()

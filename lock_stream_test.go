@@ -26,7 +26,7 @@ func TestLockFreeKeyIsAcquiredThenReleased(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	s, err := c.Lock(context.Background(), key, dfstream.WithLease(5*time.Second))
+	s, err := c.StartLock(context.Background(), key, dfstream.WithLease(5*time.Second))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
 	assert.Equal(t, key, acq.Key)
@@ -55,7 +55,7 @@ func TestLockWithoutFencesReportsFenceZero(t *testing.T) {
 	needServer(t, srv, "server without fences")
 	c := newClient(t, []string{addr})
 
-	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(time.Second))
+	s, err := c.Lock(context.Background(), testKey(t, "k"), dfstream.WithLease(time.Second))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
 	assert.Zero(t, acq.Fence)
@@ -70,7 +70,7 @@ func TestLockRenewalKeepsTheFence(t *testing.T) {
 	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
 
-	s, err := c.AcquireLock(context.Background(), testKey(t, "k"), dfstream.WithLease(time.Second))
+	s, err := c.Lock(context.Background(), testKey(t, "k"), dfstream.WithLease(time.Second))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
 	if acq.Fence == 0 {
@@ -88,7 +88,7 @@ func TestLockSlowConsumerKeepsTheLockAndGetsCoalescedRenewals(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	s, err := c.Lock(context.Background(), key, dfstream.WithLease(time.Second), dfstream.WithEventBuffer(1))
+	s, err := c.StartLock(context.Background(), key, dfstream.WithLease(time.Second), dfstream.WithEventBuffer(1))
 	require.NoError(t, err)
 	_, err = s.Wait(context.Background())
 	require.NoError(t, err)
@@ -121,7 +121,7 @@ func TestLockIsLostBeforeTheSafeDeadlineWhenTheServerFreezes(t *testing.T) {
 	key := testKey(t, "k")
 	const lease = 2 * time.Second
 
-	s, err := c.Lock(context.Background(), key, dfstream.WithLease(lease))
+	s, err := c.StartLock(context.Background(), key, dfstream.WithLease(lease))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
 	srv.Freeze()
@@ -149,7 +149,7 @@ func TestLockIsLostBeforeTheSafeDeadlineWhenTheServerFreezes(t *testing.T) {
 	// is granted the key the holder gave up in time.
 	srv.Thaw()
 	other := newClient(t, []string{addr})
-	o, err := other.AcquireLock(context.Background(), key)
+	o, err := other.Lock(context.Background(), key)
 	require.NoError(t, err)
 	require.NoError(t, o.Close())
 }
@@ -194,12 +194,12 @@ func TestLockIsLostLongBeforeTheNextRenewalWhenTheConnectionDrops(t *testing.T) 
 			t.Parallel()
 			c, srv := longRenewalClient(t)
 			if tc.pooled {
-				warm, err := c.AcquireLock(context.Background(), testKey(t, "warm"))
+				warm, err := c.Lock(context.Background(), testKey(t, "warm"))
 				require.NoError(t, err)
 				require.NoError(t, warm.Release(context.Background()))
 			}
 
-			s, err := c.AcquireLock(context.Background(), testKey(t, "k"), longRenewal()...)
+			s, err := c.Lock(context.Background(), testKey(t, "k"), longRenewal()...)
 			require.NoError(t, err)
 			nextOf[dfstream.Acquired](t, s.Events(), time.Second)
 			time.Sleep(tc.held)
@@ -220,7 +220,7 @@ func TestLockIsLostWhenTheServerRefusesARenewal(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	s, err := c.AcquireLock(context.Background(), key, dfstream.WithLease(time.Second))
+	s, err := c.Lock(context.Background(), key, dfstream.WithLease(time.Second))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
 
@@ -239,7 +239,7 @@ func TestLockWithLongLeaseOutlivesAShortServerReadTimeout(t *testing.T) {
 	c := newClient(t, []string{addr}, dfstream.WithServerReadTimeout(2*time.Second))
 	key := testKey(t, "k")
 
-	s, err := c.AcquireLock(context.Background(), key, dfstream.WithLease(60*time.Second))
+	s, err := c.Lock(context.Background(), key, dfstream.WithLease(60*time.Second))
 	require.NoError(t, err)
 	time.Sleep(10 * time.Second)
 	_, held := lockHolder(stats(t, addr), key)
@@ -258,7 +258,7 @@ func TestLockAcquireTimeoutIsAFailureNotALoss(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	s := queuedLock(t, c, context.Background(), key, dfstream.WithAcquireTimeout(time.Second))
 	failed := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
@@ -276,10 +276,10 @@ func TestLockTryOnceOnAHeldKeyTimesOutAtOnce(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	start := time.Now()
-	_, err = c.AcquireLock(context.Background(), key, dfstream.WithAcquireTimeout(0))
+	_, err = c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(0))
 	assert.ErrorIs(t, err, dfstream.ErrTimeout)
 	assert.Less(t, time.Since(start), 2*time.Second)
 	require.NoError(t, holder.Close())
@@ -291,13 +291,13 @@ func TestLockTwoPhaseReportsQueuedThenAcquired(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	first, err := c.Lock(context.Background(), key)
+	first, err := c.StartLock(context.Background(), key)
 	require.NoError(t, err)
 	acquired, err := first.Enqueued(context.Background())
 	require.NoError(t, err)
 	assert.True(t, acquired, "free key: granted on enqueue")
 
-	second, err := c.Lock(context.Background(), key)
+	second, err := c.StartLock(context.Background(), key)
 	require.NoError(t, err)
 	acquired, err = second.Enqueued(context.Background())
 	require.NoError(t, err)
@@ -317,7 +317,7 @@ func TestLockCancelledWhileQueuedLeavesTheQueueAndTheNextWaiterIsGranted(t *test
 	key := testKey(t, "k")
 	const acquireTimeout = 2 * time.Second
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancelled := queuedLock(t, c, ctx, key, dfstream.WithAcquireTimeout(acquireTimeout))
@@ -351,7 +351,7 @@ func TestLockGhostWaiterPassesTheLockOnToTheNextWaiter(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	cancelled := queuedLock(t, c, context.Background(), key, dfstream.WithAcquireTimeout(time.Minute))
 	next := queuedLock(t, c, context.Background(), key)
@@ -371,12 +371,12 @@ func TestLockQueuedStreamsAreGrantedInEnqueueOrder(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	const n = 6
 	streams := make([]*dfstream.LockStream, n)
 	for i := range streams {
-		streams[i], err = c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(30*time.Second))
+		streams[i], err = c.StartLock(context.Background(), key, dfstream.WithAcquireTimeout(30*time.Second))
 		require.NoError(t, err)
 		nextOf[dfstream.Queued](t, streams[i].Events(), time.Second)
 	}
@@ -409,7 +409,7 @@ func TestLockReacquiresAfterLossWhenAsked(t *testing.T) {
 	needServer(t, srv, "drop connections")
 	c := newClient(t, []string{addr})
 
-	s, err := c.Lock(context.Background(), testKey(t, "k"),
+	s, err := c.StartLock(context.Background(), testKey(t, "k"),
 		dfstream.WithReacquire(10*time.Millisecond, 100*time.Millisecond))
 	require.NoError(t, err)
 	first := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
@@ -432,7 +432,7 @@ func TestLockCloseReleasesAndLeavesNoConnectionOpen(t *testing.T) {
 	c := newClient(t, []string{addr}, dfstream.WithPoolSize(0))
 	key := testKey(t, "k")
 
-	s, err := c.AcquireLock(context.Background(), key)
+	s, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	require.Len(t, srv.Conns(), 1)
 	require.NoError(t, s.Close())
@@ -451,11 +451,11 @@ func TestClientCloseEndsItsStreams(t *testing.T) {
 	c, err := dfstream.New(dfstream.WithServers(addr))
 	require.NoError(t, err)
 	key := testKey(t, "k")
-	s, err := c.AcquireLock(context.Background(), key)
+	s, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	require.NoError(t, c.Close())
 	<-s.Done()
-	_, err = c.Lock(context.Background(), key)
+	_, err = c.StartLock(context.Background(), key)
 	assert.ErrorIs(t, err, dfstream.ErrClosed)
 	_, held := lockHolder(stats(t, addr), key)
 	assert.False(t, held)
@@ -467,7 +467,7 @@ func TestPoolReusesTheConnectionOfACleanlyReleasedStream(t *testing.T) {
 	needServer(t, srv, "connection count")
 	c := newClient(t, []string{addr})
 	for i := range 5 {
-		s, err := c.AcquireLock(context.Background(), testKey(t, fmt.Sprint(i)))
+		s, err := c.Lock(context.Background(), testKey(t, fmt.Sprint(i)))
 		require.NoError(t, err)
 		require.NoError(t, s.Release(context.Background()))
 		assert.Len(t, srv.Conns(), 1, "one connection, reused")
@@ -481,9 +481,9 @@ func TestPoolDropsAConnectionThatSawATimeout(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
-	_, err = c.AcquireLock(context.Background(), key, dfstream.WithAcquireTimeout(0))
+	_, err = c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(0))
 	require.ErrorIs(t, err, dfstream.ErrTimeout)
 	require.NoError(t, holder.Release(context.Background()))
 	require.Eventually(t, func() bool { return len(srv.Conns()) == 1 }, time.Second, 10*time.Millisecond,
@@ -496,11 +496,11 @@ func TestPoolDoesNotHandOutAConnectionTheServerTimedOut(t *testing.T) {
 	needServer(t, srv, "short read timeout")
 	c := newClient(t, []string{addr}, dfstream.WithServerReadTimeout(500*time.Millisecond))
 
-	s, err := c.AcquireLock(context.Background(), testKey(t, "a"))
+	s, err := c.Lock(context.Background(), testKey(t, "a"))
 	require.NoError(t, err)
 	require.NoError(t, s.Release(context.Background()))
 	time.Sleep(time.Second) // the server drops the pooled connection
-	s, err = c.AcquireLock(context.Background(), testKey(t, "b"))
+	s, err = c.Lock(context.Background(), testKey(t, "b"))
 	require.NoError(t, err, "a stale pooled connection is never used")
 	require.NoError(t, s.Release(context.Background()))
 }
@@ -511,12 +511,12 @@ func TestLockAuthRefusedIsAFailure(t *testing.T) {
 	needServer(t, srv, "auth token")
 
 	good := newClient(t, []string{addr}, dfstream.WithAuthToken("sesame"))
-	s, err := good.AcquireLock(context.Background(), testKey(t, "k"))
+	s, err := good.Lock(context.Background(), testKey(t, "k"))
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
 	bad := newClient(t, []string{addr}, dfstream.WithAuthToken("wrong"))
-	s, err = bad.Lock(context.Background(), testKey(t, "k"))
+	s, err = bad.StartLock(context.Background(), testKey(t, "k"))
 	require.NoError(t, err)
 	failed := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
 	assert.ErrorIs(t, failed.Err, dfstream.ErrAuth)
@@ -530,7 +530,7 @@ func TestLockUnreachableServerIsAFailure(t *testing.T) {
 	require.NoError(t, ln.Close())
 
 	c := newClient(t, []string{addr}, dfstream.WithConnectTimeout(time.Second))
-	_, err = c.AcquireLock(context.Background(), "k")
+	_, err = c.Lock(context.Background(), "k")
 	require.Error(t, err)
 	assert.ErrorIs(t, err, dfstream.ErrUnreachable)
 	var opErr *net.OpError
@@ -543,7 +543,7 @@ func TestLockOverTLS(t *testing.T) {
 	addr, srv := testServer(t, dflockdtest.Config{TLS: serverTLS})
 	needServer(t, srv, "TLS")
 	c := newClient(t, []string{addr}, dfstream.WithTLS(clientTLS))
-	s, err := c.AcquireLock(context.Background(), testKey(t, "k"))
+	s, err := c.Lock(context.Background(), testKey(t, "k"))
 	require.NoError(t, err)
 	require.NoError(t, s.Release(context.Background()))
 }
@@ -554,10 +554,10 @@ func TestInvalidInputIsATypedErrorAndNothingIsSent(t *testing.T) {
 	c := newClient(t, []string{ln.Addr()})
 	ctx := context.Background()
 	lock := func(key string, opts ...dfstream.StreamOption) func() error {
-		return func() error { _, err := c.Lock(ctx, key, opts...); return err }
+		return func() error { _, err := c.StartLock(ctx, key, opts...); return err }
 	}
 	sem := func(key string, limit int, opts ...dfstream.StreamOption) func() error {
-		return func() error { _, err := c.Semaphore(ctx, key, limit, opts...); return err }
+		return func() error { _, err := c.StartSemaphore(ctx, key, limit, opts...); return err }
 	}
 	cases := []struct {
 		name  string
@@ -625,7 +625,7 @@ func TestShardFunctionOutOfRangeIsATypedError(t *testing.T) {
 	t.Parallel()
 	ln := newSilentListener(t)
 	c := newClient(t, []string{ln.Addr()}, dfstream.WithSharding(func(string, int) int { return 7 }))
-	_, err := c.Lock(context.Background(), "k")
+	_, err := c.StartLock(context.Background(), "k")
 	assert.ErrorIs(t, err, dfstream.ErrInvalidInput)
 }
 
@@ -634,9 +634,9 @@ func TestErrorsFromTheServerMatchBothTheirSentinelAndErrServer(t *testing.T) {
 	addr, srv := testServer(t, dflockdtest.Config{MaxLocks: 1})
 	needServer(t, srv, "max locks")
 	c := newClient(t, []string{addr})
-	s, err := c.AcquireLock(context.Background(), testKey(t, "a"))
+	s, err := c.Lock(context.Background(), testKey(t, "a"))
 	require.NoError(t, err)
-	_, err = c.AcquireLock(context.Background(), testKey(t, "b"))
+	_, err = c.Lock(context.Background(), testKey(t, "b"))
 	assert.ErrorIs(t, err, dfstream.ErrMaxLocks)
 	assert.ErrorIs(t, err, dfstream.ErrServer)
 	assert.False(t, errors.Is(err, dfstream.ErrTimeout))
@@ -673,7 +673,7 @@ func TestLockGrantedAfterAWaitLongerThanItsLeaseHoldsAFullLease(t *testing.T) {
 	key := testKey(t, "k")
 	const lease = 2 * time.Second
 
-	holder, err := c.AcquireLock(context.Background(), key, dfstream.WithLease(lease))
+	holder, err := c.Lock(context.Background(), key, dfstream.WithLease(lease))
 	require.NoError(t, err)
 	waiter := queuedLock(t, c, context.Background(), key, dfstream.WithLease(lease))
 	time.Sleep(lease + 500*time.Millisecond) // queued for longer than a lease
@@ -696,7 +696,7 @@ func TestLockWithALargeMarginAndRenewRatioStillRenewsInTime(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s, err := c.AcquireLock(context.Background(), testKey(t, "k"), opts...)
+			s, err := c.Lock(context.Background(), testKey(t, "k"), opts...)
 			require.NoError(t, err)
 			time.Sleep(3 * time.Second)
 			assert.Equal(t, dfstream.StateHeld, s.State(), "renewed before the safe deadline")
@@ -714,7 +714,7 @@ func TestLockReleaseThatFindsTheLockGoneEndsTheStreamEvenWithReacquire(t *testin
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	s, err := c.Lock(context.Background(), key, dfstream.WithLease(30*time.Second),
+	s, err := c.StartLock(context.Background(), key, dfstream.WithLease(30*time.Second),
 		dfstream.WithReacquire(10*time.Millisecond, 50*time.Millisecond))
 	require.NoError(t, err)
 	acq := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
@@ -735,7 +735,7 @@ func TestLockConnectionDroppedWhileQueuedIsAConnLostFailure(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key, dfstream.WithReacquire(time.Second, time.Second))
+	holder, err := c.Lock(context.Background(), key, dfstream.WithReacquire(time.Second, time.Second))
 	require.NoError(t, err)
 	s := queuedLock(t, c, context.Background(), key)
 	srv.DropConnections()
@@ -750,7 +750,7 @@ func TestEnqueuedReportsTheFirstAnswerEvenAfterTheGrant(t *testing.T) {
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	s := queuedLock(t, c, context.Background(), key)
 	require.NoError(t, holder.Release(context.Background()))
@@ -769,7 +769,7 @@ func TestClientCloseClosesItsStreamsConcurrently(t *testing.T) {
 	c, err := dfstream.New(dfstream.WithServers(addr), dfstream.WithConnectTimeout(time.Second))
 	require.NoError(t, err)
 	for i := range 4 {
-		_, err := c.AcquireLock(context.Background(), testKey(t, fmt.Sprint(i)), dfstream.WithLease(time.Minute))
+		_, err := c.Lock(context.Background(), testKey(t, fmt.Sprint(i)), dfstream.WithLease(time.Minute))
 		require.NoError(t, err)
 	}
 	srv.Freeze() // releases go unanswered until the connect timeout
@@ -784,14 +784,14 @@ func TestLockErrIsSetOnceTheEventChannelIsClosed(t *testing.T) {
 	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
 	key := testKey(t, "k")
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, holder.Close()) }()
 
 	// The window between the channel closing and Err being set, if there
 	// is one, is short: many streams give it many chances to show.
 	for range 200 {
-		s, err := c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(0))
+		s, err := c.StartLock(context.Background(), key, dfstream.WithAcquireTimeout(0))
 		require.NoError(t, err)
 		for range s.Events() {
 		}
@@ -809,9 +809,9 @@ func TestLockAcquireTimeoutOfAFractionOfASecondIsErrTimeoutWithAShortConnectTime
 	c := newClient(t, []string{addr}, dfstream.WithConnectTimeout(500*time.Millisecond))
 	key := testKey(t, "k")
 
-	holder, err := c.AcquireLock(context.Background(), key)
+	holder, err := c.Lock(context.Background(), key)
 	require.NoError(t, err)
-	_, err = c.AcquireLock(context.Background(), key, dfstream.WithAcquireTimeout(300*time.Millisecond))
+	_, err = c.Lock(context.Background(), key, dfstream.WithAcquireTimeout(300*time.Millisecond))
 	assert.ErrorIs(t, err, dfstream.ErrTimeout)
 	assert.NotErrorIs(t, err, dfstream.ErrConnLost)
 	require.NoError(t, holder.Close())

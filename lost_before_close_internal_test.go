@@ -80,7 +80,7 @@ func TestLostIsStampedBeforeTheSocketCloses(t *testing.T) {
 			t.Parallel()
 			srv := dflockdtest.New(t, dflockdtest.Config{})
 			c, rec := clientWithRecordedConn(t, srv, tc.opts...)
-			s, err := c.AcquireLock(context.Background(), "k", WithLease(time.Second))
+			s, err := c.Lock(context.Background(), "k", WithLease(time.Second))
 			require.NoError(t, err)
 			srv.Freeze()
 			defer srv.Thaw()

@@ -43,7 +43,7 @@ func TestPortablePoolReusesATLSConnection(t *testing.T) {
 	c := portableClient(t, srv.Addr(), WithTLS(cert.ClientConfig()))
 	ids := map[uint64]bool{}
 	for range 5 {
-		s, err := c.AcquireLock(context.Background(), "k")
+		s, err := c.Lock(context.Background(), "k")
 		require.NoError(t, err)
 		for _, ci := range srv.Conns() {
 			ids[ci.ID] = true

@@ -52,7 +52,7 @@ var pooledCalls = []struct {
 	call func(ctx context.Context, c *dfstream.Client, key string) error
 }{
 	{"lock", func(ctx context.Context, c *dfstream.Client, key string) error {
-		s, err := c.AcquireLock(ctx, key)
+		s, err := c.Lock(ctx, key)
 		if err != nil {
 			return err
 		}

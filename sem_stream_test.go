@@ -63,7 +63,7 @@ func TestSemaphoreSlotsShowOnTheServer(t *testing.T) {
 		assert.Equal(t, 2, s.Limit())
 		held = append(held, s)
 	}
-	queued, err := c.Semaphore(context.Background(), key, 2)
+	queued, err := c.StartSemaphore(context.Background(), key, 2)
 	require.NoError(t, err)
 	nextOf[dfstream.Queued](t, queued.Events(), time.Second)
 
@@ -92,14 +92,14 @@ func TestSemaphoreLimitMismatchIsATypedFailure(t *testing.T) {
 
 	s, err := c.AcquireSemaphore(context.Background(), key, 3)
 	require.NoError(t, err)
-	other, err := c.Semaphore(context.Background(), key, 2)
+	other, err := c.StartSemaphore(context.Background(), key, 2)
 	require.NoError(t, err)
 	failed := nextOf[dfstream.Failed](t, other.Events(), 5*time.Second)
 	assert.ErrorIs(t, failed.Err, dfstream.ErrLimitMismatch)
 	assert.ErrorIs(t, failed.Err, dfstream.ErrServer)
 	assert.ErrorIs(t, other.Err(), dfstream.ErrLimitMismatch)
 
-	_, err = c.AcquireLock(context.Background(), key)
+	_, err = c.Lock(context.Background(), key)
 	assert.ErrorIs(t, err, dfstream.ErrLimitMismatch, "a lock is a semaphore of limit 1")
 	require.NoError(t, s.Close())
 }

@@ -38,7 +38,7 @@ func TestKeysLandOnTheServerCRC32Names(t *testing.T) {
 	}
 	c := newClient(t, addrs)
 	for key, want := range map[string]int{"my-key": 2, "a": 0, "lock:1": 1} {
-		s, err := c.AcquireLock(context.Background(), key)
+		s, err := c.Lock(context.Background(), key)
 		require.NoError(t, err)
 		for i, addr := range addrs {
 			_, held := lockHolder(stats(t, addr), key)
@@ -59,7 +59,7 @@ func TestCustomShardFunctionIsHonoured(t *testing.T) {
 	}
 	c := newClient(t, addrs, dfstream.WithSharding(func(string, int) int { return 1 }))
 	for _, key := range []string{"my-key", "a", "lock:1"} {
-		s, err := c.AcquireLock(context.Background(), key)
+		s, err := c.Lock(context.Background(), key)
 		require.NoError(t, err)
 		_, held := lockHolder(stats(t, addrs[1]), key)
 		assert.True(t, held, "%q on server 1", key)

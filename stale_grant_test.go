@@ -168,12 +168,12 @@ func TestLockGrantArrivingAfterItsLeaseIsNeverReported(t *testing.T) {
 			lagging := make(chan started, 1)
 			go func() {
 				start := time.Now()
-				s, err := slow.Lock(context.Background(), key,
+				s, err := slow.StartLock(context.Background(), key,
 					append(tc.opts, dfstream.WithAcquireTimeout(2*time.Second))...)
 				lagging <- started{s, err, time.Since(start)}
 			}()
 			holderOf(t, srv.Addr(), key) // granted to the lagging client; its reply is on the way
-			next, err := clean.Lock(context.Background(), key, dfstream.WithLease(10*time.Second))
+			next, err := clean.StartLock(context.Background(), key, dfstream.WithLease(10*time.Second))
 			require.NoError(t, err)
 			nr := record(next.Events())
 
@@ -215,7 +215,7 @@ func TestLockQueuedGrantConfirmedAfterItsLeaseIsGivenBackAndQueuedAgain(t *testi
 	key := testKey(t, "k")
 	ctx := context.Background()
 
-	holder, err := clean.AcquireLock(ctx, key)
+	holder, err := clean.Lock(ctx, key)
 	require.NoError(t, err)
 	waiter := queuedLock(t, slow, ctx, key, dfstream.WithLease(staleLease), dfstream.WithAcquireTimeout(time.Minute))
 	wr := record(waiter.Events())
@@ -250,10 +250,10 @@ func TestQueuedGrantGoneWhenConfirmedQueuesAgain(t *testing.T) {
 	t.Parallel()
 	for name, start := range map[string]func(c *dfstream.Client, key string) (waiting, error){
 		"lock": func(c *dfstream.Client, key string) (waiting, error) {
-			return c.Lock(context.Background(), key, dfstream.WithLease(staleLease))
+			return c.StartLock(context.Background(), key, dfstream.WithLease(staleLease))
 		},
 		"semaphore": func(c *dfstream.Client, key string) (waiting, error) {
-			return c.Semaphore(context.Background(), key, 1, dfstream.WithLease(staleLease))
+			return c.StartSemaphore(context.Background(), key, 1, dfstream.WithLease(staleLease))
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -296,11 +296,11 @@ func TestLockWaitThatFindsItsGrantExpiredQueuesAgain(t *testing.T) {
 	key := testKey(t, "k")
 	ctx := context.Background()
 
-	holder, err := clean.AcquireLock(ctx, key, dfstream.WithLease(10*time.Second))
+	holder, err := clean.Lock(ctx, key, dfstream.WithLease(10*time.Second))
 	require.NoError(t, err)
 	queued := make(chan *dfstream.LockStream, 1)
 	go func() {
-		s, err := slow.Lock(ctx, key, dfstream.WithAcquireTimeout(time.Minute))
+		s, err := slow.StartLock(ctx, key, dfstream.WithAcquireTimeout(time.Minute))
 		assert.NoError(t, err)
 		queued <- s
 	}()
@@ -337,7 +337,7 @@ func TestQueuedGrantGoneAfterTheAcquireTimeoutIsATimeout(t *testing.T) {
 	key := testKey(t, "k")
 
 	rawHold(t, addr, key, 1) // a holder that never renews
-	s, err := c.Lock(context.Background(), key, dfstream.WithLease(staleLease), dfstream.WithAcquireTimeout(2*staleLease))
+	s, err := c.StartLock(context.Background(), key, dfstream.WithLease(staleLease), dfstream.WithAcquireTimeout(2*staleLease))
 	require.NoError(t, err)
 	nextOf[dfstream.Queued](t, s.Events(), time.Second)
 	// All after the acquire timeout would have passed.

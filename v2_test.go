@@ -49,7 +49,7 @@ func TestV2FencesComeFromTheTokenAndRiseAcrossGrants(t *testing.T) {
 	key := testKey(t, "k")
 	var last uint64
 	for range 3 {
-		s, err := c.AcquireLock(ctx, key)
+		s, err := c.Lock(ctx, key)
 		require.NoError(t, err)
 		a, _ := s.Held()
 		assert.Equal(t, tokenFence(t, a.Token), a.Fence, "the fence is the token's prefix")
@@ -59,9 +59,9 @@ func TestV2FencesComeFromTheTokenAndRiseAcrossGrants(t *testing.T) {
 	}
 
 	// A grant that comes after a wait, and its renewals, carry it too.
-	first, err := c.AcquireLock(ctx, key, dfstream.WithLease(2*time.Second))
+	first, err := c.Lock(ctx, key, dfstream.WithLease(2*time.Second))
 	require.NoError(t, err)
-	queued, err := c.Lock(ctx, key, dfstream.WithLease(2*time.Second))
+	queued, err := c.StartLock(ctx, key, dfstream.WithLease(2*time.Second))
 	require.NoError(t, err)
 	nextOf[dfstream.Queued](t, queued.Events(), 5*time.Second)
 	require.NoError(t, first.Release(ctx))
@@ -84,7 +84,7 @@ func TestGenerationSignalsEraFencesComeFromTheReplyNotTheToken(t *testing.T) {
 			t.Parallel()
 			srv := dflockdtest.New(t, cfg)
 			c := newClient(t, []string{srv.Addr()})
-			s, err := c.AcquireLock(ctxT(t, 5*time.Second), testKey(t, "k"))
+			s, err := c.Lock(ctxT(t, 5*time.Second), testKey(t, "k"))
 			require.NoError(t, err)
 			a, _ := s.Held()
 			if cfg.NoFences {
@@ -163,7 +163,7 @@ func TestV2ServerIsProbedOncePerClient(t *testing.T) {
 			c := newClient(t, []string{srv.Addr()}, dfstream.WithPoolSize(pool))
 			ctx := ctxT(t, 10*time.Second)
 			for range 3 {
-				s, err := c.AcquireLock(ctx, testKey(t, "k"))
+				s, err := c.Lock(ctx, testKey(t, "k"))
 				require.NoError(t, err)
 				require.NoError(t, s.Release(ctx))
 				_, err = c.Stats(ctx, "")
@@ -183,7 +183,7 @@ func TestV2ServerIsProbedOncePerClient(t *testing.T) {
 			assert.EqualValues(t, 2, srv.Pings(), "and one per Client")
 
 			stated := newClient(t, []string{srv.Addr()}, dfstream.WithPoolSize(pool), dfstream.WithGeneration(dfstream.Gen2))
-			s, err := stated.AcquireLock(ctx, testKey(t, "k"))
+			s, err := stated.Lock(ctx, testKey(t, "k"))
 			require.NoError(t, err)
 			a, _ := s.Held()
 			assert.Equal(t, tokenFence(t, a.Token), a.Fence)
@@ -209,7 +209,7 @@ func TestV2HeldStreamOnADrainingServerIsLostAsOnADroppedConnection(t *testing.T)
 			if reacquire {
 				opts = append(opts, dfstream.WithReacquire(10*time.Millisecond, 50*time.Millisecond))
 			}
-			s, err := c.Lock(ctxT(t, 5*time.Second), key, opts...)
+			s, err := c.StartLock(ctxT(t, 5*time.Second), key, opts...)
 			require.NoError(t, err)
 			first := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
 			renewed := nextOf[dfstream.Renewed](t, s.Events(), 5*time.Second) // on the old server's watch
@@ -298,7 +298,7 @@ func TestV2LockOnADrainingServerWithNoSuccessorFailsUnreachable(t *testing.T) {
 		return err != nil
 	}, 5*time.Second, time.Millisecond)
 
-	s, err := c.Lock(ctx, testKey(t, "k"))
+	s, err := c.StartLock(ctx, testKey(t, "k"))
 	require.NoError(t, err)
 	f := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
 	assert.ErrorIs(t, f.Err, dfstream.ErrUnreachable, "the fresh connection finds nobody listening")
@@ -317,7 +317,7 @@ func TestV2EnqueueAnsweredDrainingGoesAgainOnOneFreshConnectionOnly(t *testing.T
 		return false
 	})
 	c := newClient(t, []string{addr}, dfstream.WithGeneration(dfstream.Gen2))
-	s, err := c.Lock(ctxT(t, 5*time.Second), testKey(t, "k"))
+	s, err := c.StartLock(ctxT(t, 5*time.Second), testKey(t, "k"))
 	require.NoError(t, err)
 	f := nextOf[dfstream.Failed](t, s.Events(), 5*time.Second)
 	assert.ErrorIs(t, f.Err, dfstream.ErrDraining)
@@ -343,7 +343,7 @@ func TestGenerationProbeTells110ApartAndNeverReadsItsTokens(t *testing.T) {
 	gen, err := c.Generation(ctx, "")
 	require.NoError(t, err)
 	assert.Equal(t, dfstream.Gen110, gen)
-	s, err := c.Lock(ctx, testKey(t, "k"))
+	s, err := c.StartLock(ctx, testKey(t, "k"))
 	require.NoError(t, err)
 	a := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
 	assert.EqualValues(t, 1, a.Fence, "the reply's fence field, not the token's prefix")

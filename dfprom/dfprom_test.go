@@ -54,7 +54,7 @@ func TestScrapeAfterAScriptedRun(t *testing.T) {
 	ctx := context.Background()
 	lock := map[string]string{"kind": "lock"}
 
-	s, err := c.Lock(ctx, "jobs/1", dfstream.WithLease(time.Second),
+	s, err := c.StartLock(ctx, "jobs/1", dfstream.WithLease(time.Second),
 		dfstream.WithReacquire(10*time.Millisecond, 50*time.Millisecond))
 	require.NoError(t, err)
 	nextEvent[dfstream.Acquired](t, s.Events())
@@ -130,9 +130,9 @@ func TestScrapeCountsQueuedStreams(t *testing.T) {
 	t.Parallel()
 	_, c, sc := setup(t, dfprom.WithKeyLabel())
 	ctx := context.Background()
-	first, err := c.AcquireLock(ctx, "q")
+	first, err := c.Lock(ctx, "q")
 	require.NoError(t, err)
-	second, err := c.Lock(ctx, "q")
+	second, err := c.StartLock(ctx, "q")
 	require.NoError(t, err)
 	nextEvent[dfstream.Queued](t, second.Events())
 
@@ -142,9 +142,9 @@ func TestScrapeCountsQueuedStreams(t *testing.T) {
 	assert.Equal(t, 1.0, got.Value("dfstream_held_streams", key))
 
 	// One more gives up at once, another is closed while queued.
-	_, err = c.AcquireLock(ctx, "q", dfstream.WithAcquireTimeout(0))
+	_, err = c.Lock(ctx, "q", dfstream.WithAcquireTimeout(0))
 	require.ErrorIs(t, err, dfstream.ErrTimeout)
-	third, err := c.Lock(ctx, "q")
+	third, err := c.StartLock(ctx, "q")
 	require.NoError(t, err)
 	nextEvent[dfstream.Queued](t, third.Events())
 	assert.Equal(t, 2.0, sc.scrape(t).Value("dfstream_queued_streams", key))

@@ -37,7 +37,7 @@ func Example() {
 	defer c.Close()
 
 	ctx := context.Background()
-	l, err := c.AcquireLock(ctx, "reports/nightly")
+	l, err := c.Lock(ctx, "reports/nightly")
 	if err != nil {
 		panic(err)
 	}

@@ -119,9 +119,9 @@ func runHold(name string, args []string, e *env) error {
 	}
 	var st holder
 	if sem {
-		st, err = client.Semaphore(ctx, key, limit, opts...)
+		st, err = client.StartSemaphore(ctx, key, limit, opts...)
 	} else {
-		st, err = client.Lock(ctx, key, opts...)
+		st, err = client.StartLock(ctx, key, opts...)
 	}
 	if err != nil {
 		return classify(fmt.Errorf("%s: %w", name, lib(err)))

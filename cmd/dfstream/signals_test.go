@@ -301,7 +301,7 @@ func TestLockAcquireForever(t *testing.T) {
 	c, err := dfstream.New(dfstream.WithServers(srv.Addr()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	held, err := c.AcquireLock(ctxTimeout(t, 10*time.Second), "busy")
+	held, err := c.Lock(ctxTimeout(t, 10*time.Second), "busy")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = held.Close() })
 
@@ -312,7 +312,7 @@ func TestLockAcquireForever(t *testing.T) {
 		require.NoError(t, held.Release(ctxTimeout(t, 5*time.Second)))
 		require.Equal(t, 0, p.wait(t, 15*time.Second), "stderr: %s", p.stderr)
 		require.Contains(t, p.stdout.String(), "ran")
-		held, err = c.AcquireLock(ctxTimeout(t, 10*time.Second), "busy")
+		held, err = c.Lock(ctxTimeout(t, 10*time.Second), "busy")
 		require.NoError(t, err)
 	}
 	_, stderr, code := dfs(t, nil, "lock", "busy", "--acquire-timeout", "-2s", "--", "true")

@@ -21,11 +21,11 @@ func TestStatsShowsHolderAndWaiters(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := ctxTimeout(t, 20*time.Second)
-	held, err := c.AcquireLock(ctx, "reports/nightly", dfstream.WithLease(30*time.Second))
+	held, err := c.Lock(ctx, "reports/nightly", dfstream.WithLease(30*time.Second))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = held.Close() })
 	for range 2 {
-		w, err := c.Lock(ctx, "reports/nightly", dfstream.WithAcquireTimeout(time.Minute))
+		w, err := c.StartLock(ctx, "reports/nightly", dfstream.WithAcquireTimeout(time.Minute))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = w.Close() })
 		acquired, err := w.Enqueued(ctx)

@@ -66,7 +66,7 @@ func TestLockInterruptedWhileWaiting(t *testing.T) {
 	c, err := dfstream.New(dfstream.WithServers(srv.Addr()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	held, err := c.AcquireLock(ctxTimeout(t, 10*time.Second), "busy")
+	held, err := c.Lock(ctxTimeout(t, 10*time.Second), "busy")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = held.Close() })
 

@@ -37,7 +37,7 @@ func main() {
 // worker holds the lock for about two lease renewals, then releases it.
 func worker(c *dfstream.Client, name string) {
 	ctx := context.Background()
-	lock, err := c.Lock(ctx, "example/report", dfstream.WithLease(2*time.Second))
+	lock, err := c.StartLock(ctx, "example/report", dfstream.WithLease(2*time.Second))
 	if err != nil {
 		fmt.Println(name, "error:", err)
 		return

@@ -31,7 +31,7 @@ func main() {
 	}
 	defer c.Close()
 
-	lock, err := c.AcquireLock(context.Background(), "example/migration", dfstream.WithLease(2*time.Second))
+	lock, err := c.Lock(context.Background(), "example/migration", dfstream.WithLease(2*time.Second))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -69,7 +69,7 @@ func run() error {
 	defer cancel()
 
 	// The worker's duty: hold the role, and handle every job.
-	leader, err := c.AcquireLock(ctx, "role/leader", dfstream.WithLease(2*time.Second))
+	leader, err := c.Lock(ctx, "role/leader", dfstream.WithLease(2*time.Second))
 	if err != nil {
 		return err
 	}

@@ -131,7 +131,7 @@ func (w *worker) run(ctx context.Context) error {
 	// Duty 2: compete for the scheduler role. With re-acquire, losing the
 	// lock is not the end: the stream queues again after a backoff.
 	queue := func() (*dfstream.LockStream, error) {
-		return w.c.Lock(ctx, roleKey,
+		return w.c.StartLock(ctx, roleKey,
 			dfstream.WithLease(3*time.Second),
 			dfstream.WithAcquireTimeout(time.Hour),
 			dfstream.WithReacquire(100*time.Millisecond, time.Second))
