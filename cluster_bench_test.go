@@ -30,7 +30,7 @@ func BenchmarkClusterFailover(b *testing.B) {
 		cl := dflockdtest.NewCluster(b, dflockdtest.ClusterConfig{Nodes: 3})
 		c := clusterClient(b, cl.Addrs())
 		ctx := context.Background()
-		s, err := c.AcquireLock(ctx, "bench/failover", dfstream.WithLease(10*time.Second))
+		s, err := c.Lock(ctx, "bench/failover", dfstream.WithLease(10*time.Second))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -71,7 +71,7 @@ func holdOnCluster(t *testing.T, opts ...dfstream.StreamOption) clusterHold {
 	var key string
 	h.cl, h.c, h.ctx, key = onCluster(t)
 	var err error
-	h.s, err = h.c.AcquireLock(h.ctx, key, append([]dfstream.StreamOption{dfstream.WithLease(failoverLease)}, opts...)...)
+	h.s, err = h.c.Lock(h.ctx, key, append([]dfstream.StreamOption{dfstream.WithLease(failoverLease)}, opts...)...)
 	require.NoError(t, err)
 	h.a = nextOf[dfstream.Acquired](t, h.s.Events(), time.Second)
 	return h
@@ -82,7 +82,7 @@ func TestClusterLockGoesToTheLeaderWhenTheFirstMemberFollows(t *testing.T) {
 	cl := newTestCluster(t, 3)
 	c := clusterClient(t, rotated(cl.Addrs(), 1))
 	ctx := ctxT(t, 10*time.Second)
-	s, err := c.AcquireLock(ctx, testKey(t, "k"))
+	s, err := c.Lock(ctx, testKey(t, "k"))
 	require.NoError(t, err)
 	assert.Equal(t, cl.Node(0).Addr(), c.Leader(), "the hint led to node 0")
 	require.NoError(t, s.Release(ctx))
@@ -93,12 +93,12 @@ func TestClusterLeaderCacheIsSharedByTheClientsStreams(t *testing.T) {
 	cl := newTestCluster(t, 3)
 	c := clusterClient(t, rotated(cl.Addrs(), 1), dfstream.WithPoolSize(0))
 	ctx := ctxT(t, 10*time.Second)
-	s1, err := c.AcquireLock(ctx, testKey(t, "a"))
+	s1, err := c.Lock(ctx, testKey(t, "a"))
 	require.NoError(t, err)
 	followers := func() int { return len(cl.Node(1).Conns()) + len(cl.Node(2).Conns()) }
 	require.Zero(t, followers(), "the follower's connection was dropped after its hint")
 	before := followers()
-	s2, err := c.AcquireLock(ctx, testKey(t, "b"))
+	s2, err := c.Lock(ctx, testKey(t, "b"))
 	require.NoError(t, err)
 	assert.Equal(t, before, followers(), "the second stream went straight to the leader")
 	assert.Len(t, cl.Node(0).Conns(), 2)
@@ -162,7 +162,7 @@ func TestClusterHeldStreamSurvivesTwentyFailoversWithOneMovedEach(t *testing.T) 
 func TestClusterQueuedStreamsKeepTheirFIFOOrderAcrossAFailover(t *testing.T) {
 	t.Parallel()
 	cl, c, ctx, key := onCluster(t)
-	holder, err := c.AcquireLock(ctx, key, dfstream.WithLease(failoverLease))
+	holder, err := c.Lock(ctx, key, dfstream.WithLease(failoverLease))
 	require.NoError(t, err)
 	var waiters []*dfstream.LockStream
 	for range 3 {
@@ -190,7 +190,7 @@ func TestClusterHintToANonMemberIsNeverDialled(t *testing.T) {
 	members := cl.Addrs()[1:]
 	c := clusterClient(t, members)
 	before := cl.Node(0).Accepted()
-	_, err := c.AcquireLock(ctxT(t, 10*time.Second), testKey(t, "k"))
+	_, err := c.Lock(ctxT(t, 10*time.Second), testKey(t, "k"))
 	require.ErrorIs(t, err, dfstream.ErrNoLeader)
 	var nle *dfstream.NoLeaderError
 	require.ErrorAs(t, err, &nle)
@@ -207,7 +207,7 @@ func TestClusterBudgetEndsALeaderlessClusterWithErrNoLeader(t *testing.T) {
 	cl.StartElection()
 	c := clusterClient(t, cl.Addrs(), dfstream.WithRedirectBudget(4))
 	start := time.Now()
-	_, err := c.AcquireLock(ctxT(t, 10*time.Second), testKey(t, "k"))
+	_, err := c.Lock(ctxT(t, 10*time.Second), testKey(t, "k"))
 	require.ErrorIs(t, err, dfstream.ErrNoLeader)
 	require.ErrorIs(t, err, dfstream.ErrNotLeader, "the last attempt's answer")
 	var nle *dfstream.NoLeaderError
@@ -220,7 +220,7 @@ func TestClusterRedirectBudgetOfOneTriesOneMember(t *testing.T) {
 	t.Parallel()
 	cl := newTestCluster(t, 3)
 	c := clusterClient(t, rotated(cl.Addrs(), 1), dfstream.WithRedirectBudget(1))
-	_, err := c.AcquireLock(ctxT(t, 10*time.Second), testKey(t, "k"))
+	_, err := c.Lock(ctxT(t, 10*time.Second), testKey(t, "k"))
 	var nle *dfstream.NoLeaderError
 	require.ErrorAs(t, err, &nle)
 	assert.Equal(t, []string{cl.Addrs()[1]}, nle.Tried)
@@ -258,7 +258,7 @@ func TestClusterFencesRiseAcrossGrantsAndFailovers(t *testing.T) {
 	cl, c, ctx, key := onCluster(t)
 	var last uint64
 	for i := range 4 {
-		s, err := c.AcquireLock(ctx, key, dfstream.WithLease(failoverLease))
+		s, err := c.Lock(ctx, key, dfstream.WithLease(failoverLease))
 		require.NoError(t, err)
 		a := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
 		assert.Equal(t, tokenFence(t, a.Token), a.Fence, "grant %d: the fence is the token's prefix", i)
@@ -321,7 +321,7 @@ func TestClusterSignalStreamEndsWithErrUnsupportedAtOnce(t *testing.T) {
 func TestClusterHolderAndWaiterOfOneClientMoveWithoutTakingEachOthersSlot(t *testing.T) {
 	t.Parallel()
 	cl, c, ctx, key := onCluster(t)
-	holder, err := c.AcquireLock(ctx, key, dfstream.WithLease(failoverLease))
+	holder, err := c.Lock(ctx, key, dfstream.WithLease(failoverLease))
 	require.NoError(t, err)
 	a := nextOf[dfstream.Acquired](t, holder.Events(), time.Second)
 	waiter := queuedLock(t, c, ctx, key, dfstream.WithLease(failoverLease), dfstream.WithAcquireTimeout(20*time.Second))
@@ -369,14 +369,14 @@ func TestClusterReleaseAfterAMoveHandsTheKeyOnAtOnce(t *testing.T) {
 	other := clusterClient(t, cl.Addrs())
 	ctx := ctxT(t, 20*time.Second)
 	key := testKey(t, "k")
-	s, err := c.AcquireLock(ctx, key, dfstream.WithLease(failoverLease))
+	s, err := c.Lock(ctx, key, dfstream.WithLease(failoverLease))
 	require.NoError(t, err)
 	require.NoError(t, cl.Failover(1))
 	nextOf[dfstream.Acquired](t, s.Events(), time.Second)
 	nextOf[dfstream.Moved](t, s.Events(), failoverLease)
 	require.NoError(t, s.Release(ctx))
 	start := time.Now()
-	s2, err := other.AcquireLock(ctx, key, dfstream.WithAcquireTimeout(0))
+	s2, err := other.Lock(ctx, key, dfstream.WithAcquireTimeout(0))
 	require.NoError(t, err, "free at once, not after an orphan TTL")
 	assert.Less(t, time.Since(start), time.Second)
 	require.NoError(t, s2.Release(ctx))
@@ -387,7 +387,7 @@ func TestClusterMovesBehindASlowConsumerAreCoalesced(t *testing.T) {
 	cl := newTestCluster(t, 3)
 	c := clusterClient(t, cl.Addrs())
 	ctx := ctxT(t, 30*time.Second)
-	s, err := c.AcquireLock(ctx, testKey(t, "k"), dfstream.WithLease(failoverLease), dfstream.WithEventBuffer(1))
+	s, err := c.Lock(ctx, testKey(t, "k"), dfstream.WithLease(failoverLease), dfstream.WithEventBuffer(1))
 	require.NoError(t, err)
 	// Acquired fills the buffer: the moves wait, folded into one.
 	deadline := time.Now().Add(failoverLease)
@@ -425,7 +425,7 @@ func TestClusterCloseDuringAnElectionEndsTheStreamAtOnce(t *testing.T) {
 func TestClusterQueuedStreamKeepsItsPlaceWhenTheLeaderIsKilled(t *testing.T) {
 	t.Parallel()
 	cl, c, ctx, key := onCluster(t)
-	holder, err := c.AcquireLock(ctx, key, dfstream.WithLease(failoverLease))
+	holder, err := c.Lock(ctx, key, dfstream.WithLease(failoverLease))
 	require.NoError(t, err)
 	waiter := queuedLock(t, c, ctx, key, dfstream.WithLease(failoverLease), dfstream.WithAcquireTimeout(20*time.Second))
 	require.Equal(t, 0, cl.KillLeader())
