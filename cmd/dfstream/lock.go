@@ -59,6 +59,7 @@ func runHold(name string, args []string, e *env) error {
 			"token; 0 when the server issues none) for fenced writes.",
 		example, e.stdout)
 	common := c.addCommonFlags(e.stderr)
+	c.addClusterFlag(common)
 	metrics := c.addMetricsFlag()
 	fs := c.fs
 	acquireTimeout := waitValue(dfstream.DefaultAcquireTimeout)
@@ -227,6 +228,9 @@ waiting:
 		case dfstream.Renewed:
 			deadline = ev.Deadline
 			log.Debug().Str("key", key).Time("deadline", ev.Deadline).Msg("renewed")
+		case dfstream.Moved:
+			deadline = ev.Deadline
+			log.Debug().Str("key", key).Str("to", ev.To).Time("deadline", ev.Deadline).Msg("moved")
 		}
 	}
 	ended := func() {
