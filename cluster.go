@@ -83,6 +83,16 @@ type clusterConfig struct {
 // configured members, and turns a leader failover into a Moved event (see
 // Moved) rather than a loss.
 //
+// A move relies on the cluster keeping the stream's slot while it
+// re-attaches: a killed leader's slots keep their leases, but a leader
+// that steps down gracefully releases its connections' slots at once
+// unless the servers run with --orphan-ttl. Give them an orphan TTL no
+// shorter than the longest lease the clients ask for; with none, a held
+// stream finds its slot gone when it re-attaches (a few milliseconds after
+// the step-down, unless no leader is known yet) and emits Lost. Hints are
+// matched against the members verbatim: list the members as the servers
+// advertise themselves (--advertise-addr).
+//
 // A cluster is one lock table, so it is not sharded: WithCluster excludes
 // WithServers and WithSharding (New returns an error matching
 // ErrInvalidInput). To spread keys over several clusters, use one Client

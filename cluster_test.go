@@ -17,14 +17,17 @@ import (
 	"github.com/dfstream/dfstream/dflockdtest"
 )
 
-// newTestCluster starts an in-process cluster of n nodes (node 0 leads).
-func newTestCluster(t testing.TB, n int) *dflockdtest.Cluster {
+// newTestCluster starts an in-process cluster (node 0 leads).
+func newTestCluster(t testing.TB, cfg dflockdtest.ClusterConfig) *dflockdtest.Cluster {
 	t.Helper()
 	if os.Getenv("DFLOCKD_TEST_ADDR") != "" {
 		t.Skip("needs the embedded cluster's leadership helpers; DFLOCKD_TEST_ADDR is set")
 	}
-	return dflockdtest.NewCluster(t, dflockdtest.ClusterConfig{Nodes: n})
+	return dflockdtest.NewCluster(t, cfg)
 }
+
+// three is the configuration of most tests' cluster.
+var three = dflockdtest.ClusterConfig{Nodes: 3}
 
 // clusterClient returns a Client of the members, closed when the test ends.
 func clusterClient(t testing.TB, members []string, opts ...dfstream.Option) *dfstream.Client {
@@ -49,7 +52,7 @@ const failoverLease = 4 * time.Second
 // with a context for the test and a key.
 func onCluster(t *testing.T) (*dflockdtest.Cluster, *dfstream.Client, context.Context, string) {
 	t.Helper()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	return cl, clusterClient(t, cl.Addrs()), ctxT(t, 60*time.Second), testKey(t, "k")
 }
 
@@ -79,7 +82,7 @@ func holdOnCluster(t *testing.T, opts ...dfstream.StreamOption) clusterHold {
 
 func TestClusterLockGoesToTheLeaderWhenTheFirstMemberFollows(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	c := clusterClient(t, rotated(cl.Addrs(), 1))
 	ctx := ctxT(t, 10*time.Second)
 	s, err := c.Lock(ctx, testKey(t, "k"))
@@ -90,7 +93,7 @@ func TestClusterLockGoesToTheLeaderWhenTheFirstMemberFollows(t *testing.T) {
 
 func TestClusterLeaderCacheIsSharedByTheClientsStreams(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	c := clusterClient(t, rotated(cl.Addrs(), 1), dfstream.WithPoolSize(0))
 	ctx := ctxT(t, 10*time.Second)
 	s1, err := c.Lock(ctx, testKey(t, "a"))
@@ -185,7 +188,7 @@ func TestClusterQueuedStreamsKeepTheirFIFOOrderAcrossAFailover(t *testing.T) {
 
 func TestClusterHintToANonMemberIsNeverDialled(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	// Node 0 leads, and is not a member: every hint names it.
 	members := cl.Addrs()[1:]
 	c := clusterClient(t, members)
@@ -203,7 +206,7 @@ func TestClusterHintToANonMemberIsNeverDialled(t *testing.T) {
 
 func TestClusterBudgetEndsALeaderlessClusterWithErrNoLeader(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	cl.StartElection()
 	c := clusterClient(t, cl.Addrs(), dfstream.WithRedirectBudget(4))
 	start := time.Now()
@@ -218,7 +221,7 @@ func TestClusterBudgetEndsALeaderlessClusterWithErrNoLeader(t *testing.T) {
 
 func TestClusterRedirectBudgetOfOneTriesOneMember(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	c := clusterClient(t, rotated(cl.Addrs(), 1), dfstream.WithRedirectBudget(1))
 	_, err := c.Lock(ctxT(t, 10*time.Second), testKey(t, "k"))
 	var nle *dfstream.NoLeaderError
@@ -290,7 +293,7 @@ func TestClusterExcludesWithServersAndWithSharding(t *testing.T) {
 
 func TestClusterStatsComeFromAnyMemberWithTheirRole(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	c := clusterClient(t, cl.Addrs())
 	ctx := ctxT(t, 10*time.Second)
 	for i, addr := range cl.Addrs() {
@@ -309,7 +312,7 @@ func TestClusterStatsComeFromAnyMemberWithTheirRole(t *testing.T) {
 
 func TestClusterSignalStreamEndsWithErrUnsupportedAtOnce(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	c := clusterClient(t, cl.Addrs())
 	start := time.Now()
 	_, err := c.Signals(ctxT(t, 10*time.Second))
@@ -364,7 +367,7 @@ func TestClusterSemaphoreSlotsMoveEachWithItsOwnToken(t *testing.T) {
 
 func TestClusterReleaseAfterAMoveHandsTheKeyOnAtOnce(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	c := clusterClient(t, cl.Addrs())
 	other := clusterClient(t, cl.Addrs())
 	ctx := ctxT(t, 20*time.Second)
@@ -384,7 +387,7 @@ func TestClusterReleaseAfterAMoveHandsTheKeyOnAtOnce(t *testing.T) {
 
 func TestClusterMovesBehindASlowConsumerAreCoalesced(t *testing.T) {
 	t.Parallel()
-	cl := newTestCluster(t, 3)
+	cl := newTestCluster(t, three)
 	c := clusterClient(t, cl.Addrs())
 	ctx := ctxT(t, 30*time.Second)
 	s, err := c.Lock(ctx, testKey(t, "k"), dfstream.WithLease(failoverLease), dfstream.WithEventBuffer(1))
@@ -441,4 +444,24 @@ func TestClusterQueuedStreamKeepsItsPlaceWhenTheLeaderIsKilled(t *testing.T) {
 	require.NoError(t, holder.Release(ctx))
 	nextOf[dfstream.Acquired](t, waiter.Events(), 5*time.Second)
 	require.NoError(t, waiter.Release(ctx))
+}
+
+func TestClusterHeldStreamIsLostWhenTheSteppedDownLeaderReleasedItsSlot(t *testing.T) {
+	t.Parallel()
+	cl := newTestCluster(t, dflockdtest.ClusterConfig{Nodes: 3, OrphanTTL: -1}) // no orphans
+	c := clusterClient(t, cl.Addrs())
+	ctx := ctxT(t, 20*time.Second)
+	key := testKey(t, "k")
+	s, err := c.Lock(ctx, key, dfstream.WithLease(failoverLease))
+	require.NoError(t, err)
+	nextOf[dfstream.Acquired](t, s.Events(), time.Second)
+	require.NoError(t, cl.Failover(1))
+	l := nextOf[dfstream.Lost](t, s.Events(), failoverLease)
+	assert.ErrorIs(t, l.Reason, dfstream.ErrLeaseExpired, "the re-attach found the slot gone")
+	assert.True(t, l.Final)
+	requireClosed(t, s.Events())
+	// The grant the re-attach was given instead went back at once.
+	other, err := c.TryLock(ctx, key)
+	require.NoError(t, err)
+	require.NoError(t, other.Release(ctx))
 }
