@@ -124,6 +124,8 @@ func TestClusterHeldStreamMovesOnFailoverWithTheSameToken(t *testing.T) {
 	g, held := s.Held()
 	require.True(t, held)
 	assert.Equal(t, m.Deadline, g.Deadline)
+	r := nextOf[dfstream.Renewed](t, s.Events(), failoverLease)
+	assert.True(t, r.Deadline.After(m.Deadline), "renewed on the new leader")
 	require.NoError(t, s.Release(ctx))
 	nextOf[dfstream.Released](t, s.Events(), time.Second)
 	requireClosed(t, s.Events())
