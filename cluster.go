@@ -495,6 +495,25 @@ func (s *holdStream) giveBack(token string) {
 	}
 }
 
+// releaseOnLeader sends a release that failed with err again, on the
+// leader, when the stream's member no longer leads or dropped the
+// connection: a token is valid on any connection. It returns the
+// connection the release ends on, and its error.
+func (s *holdStream) releaseOnLeader(ctx context.Context, req wire.Request, lc *lockConn, err error) (*lockConn, error) {
+	if _, ok := skippable(err); !ok || s.c.cl == nil || ctx.Err() != nil {
+		return lc, err
+	}
+	s.dropConn() // its ref goes on with the new connection
+	err = s.onLeader(req.Cmd, true, func(lc *lockConn) error {
+		line, err := lc.exchange(ctx, req, earliest(time.Now().Add(s.c.cfg.connectTimeout), s.lossAt))
+		if err == nil {
+			err = wire.ParseOK(req.Cmd, line)
+		}
+		return err
+	})
+	return s.conn, err
+}
+
 // clusterStats asks the members in turn, the believed leader first, until
 // one answers stats.
 func (c *Client) clusterStats(ctx context.Context) (*Stats, error) {

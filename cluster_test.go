@@ -467,3 +467,27 @@ func TestClusterHeldStreamIsLostWhenTheSteppedDownLeaderReleasedItsSlot(t *testi
 	require.NoError(t, err)
 	require.NoError(t, other.Release(ctx))
 }
+
+func TestClusterRenewalAnsweredNotLeaderMovesTheStream(t *testing.T) {
+	t.Parallel()
+	h := holdOnCluster(t, dfstream.WithLease(2*time.Second))
+	require.NoError(t, h.cl.Transfer(2)) // node 0 keeps the connection, and answers not-leader
+	m := nextOf[dfstream.Moved](t, h.s.Events(), 2*time.Second)
+	assert.Equal(t, h.a.Token, m.Token)
+	assert.Equal(t, h.cl.Addrs()[2], m.To)
+	assert.True(t, m.At.Before(h.a.Deadline))
+	assert.Eventually(t, func() bool { return len(h.cl.Node(0).Conns()) == 0 }, 5*time.Second, 10*time.Millisecond,
+		"the old connection was closed: one live connection per ref")
+	require.NoError(t, h.s.Release(h.ctx))
+}
+
+func TestClusterReleaseAnsweredNotLeaderReleasesOnTheNewLeader(t *testing.T) {
+	t.Parallel()
+	h := holdOnCluster(t)
+	require.NoError(t, h.cl.Transfer(1))
+	require.NoError(t, h.s.Release(h.ctx))
+	nextOf[dfstream.Released](t, h.s.Events(), time.Second)
+	other, err := h.c.TryLock(h.ctx, testKey(t, "k"))
+	require.NoError(t, err, "released on node 1, not left to its lease")
+	require.NoError(t, other.Release(h.ctx))
+}

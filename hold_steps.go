@@ -554,6 +554,9 @@ func (s *holdStream) release(ctx context.Context) error {
 		err = wire.ParseOK(req.Cmd, line)
 	}
 	if err != nil {
+		lc, err = s.releaseOnLeader(ctx, req, lc, err)
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, wire.ErrServer):
 			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
