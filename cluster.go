@@ -231,9 +231,11 @@ func newStableRef() string {
 	return hex.EncodeToString(b[:])
 }
 
-// presentRef sends stable-ref on a connection just dialled to a cluster
-// member: ref, or a new one when ref is "". It returns the ref presented.
-func (c *Client) presentRef(ctx context.Context, sc *wire.SyncConn, ref string) (string, error) {
+// presentRef sends stable-ref on a connection just dialled to the cluster
+// member at addr: ref, or a new one when ref is "". It returns the ref
+// presented. A member that answers error has no stable refs: an
+// *UnsupportedError.
+func (c *Client) presentRef(ctx context.Context, sc *wire.SyncConn, addr, ref string) (string, error) {
 	if ref == "" {
 		ref = newStableRef()
 	}
@@ -244,6 +246,11 @@ func (c *Client) presentRef(ctx context.Context, sc *wire.SyncConn, ref string) 
 	line, err := sc.ExchangeContext(ctx, req, time.Now().Add(c.cfg.connectTimeout))
 	if err == nil {
 		err = wire.ParseOK(req.Cmd, line)
+	}
+	var se *wire.ServerError
+	if errors.As(err, &se) && se.Status == "error" {
+		// A server from before the cluster work: it cannot re-attach.
+		return "", &UnsupportedError{Feature: "stable refs", Server: addr, Generation: Gen2}
 	}
 	if err != nil {
 		return "", fmt.Errorf("presenting the stable ref: %w", err)

@@ -491,3 +491,18 @@ func TestClusterReleaseAnsweredNotLeaderReleasesOnTheNewLeader(t *testing.T) {
 	require.NoError(t, err, "released on node 1, not left to its lease")
 	require.NoError(t, other.Release(h.ctx))
 }
+
+func TestClusterMemberWithoutStableRefsFailsWithErrUnsupported(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("DFLOCKD_TEST_ADDR") != "" {
+		t.Skip("needs a server without stable refs")
+	}
+	addr, _ := testServer(t, dflockdtest.Config{}) // signals era: stable-ref is an unknown command
+	c := clusterClient(t, []string{addr})
+	_, err := c.Lock(ctxT(t, 10*time.Second), testKey(t, "k"))
+	require.ErrorIs(t, err, dfstream.ErrUnsupported)
+	var ue *dfstream.UnsupportedError
+	require.ErrorAs(t, err, &ue)
+	assert.Equal(t, addr, ue.Server)
+	assert.Equal(t, "stable refs", ue.Feature)
+}

@@ -162,8 +162,8 @@ func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit 
 	return s, nil
 }
 
-// Events returns the stream's events: Queued, Acquired, Renewed (coalesced
-// behind a slow consumer), Lost, and one terminal event (Released, Failed,
+// Events returns the stream's events: Queued, Acquired, Renewed and Moved
+// (coalesced behind a slow consumer), Lost, and one terminal event (Released, Failed,
 // or a final Lost), after which the channel is closed. Acquired, Lost,
 // Released and Failed are never dropped.
 func (s *holdStream) Events() <-chan Event { return s.events }

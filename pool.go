@@ -73,14 +73,14 @@ func (c *Client) dialSession(ctx context.Context, i int, ref string) (*lockConn,
 	}
 	if err == nil && c.cl != nil {
 		probed = true // as for the probe: connected, then lost
-		if ref, err = c.presentRef(ctx, sc, ref); err != nil {
+		if ref, err = c.presentRef(ctx, sc, c.cfg.servers[i], ref); err != nil {
 			_ = sc.Close()
 		}
 	}
 	switch {
 	case err == nil:
 		return &lockConn{SyncConn: sc, ref: ref}, nil
-	case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput),
+	case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput), errors.Is(err, ErrUnsupported),
 		errors.Is(ctx.Err(), context.Canceled):
 		return nil, fmt.Errorf("dfstream: %w", err)
 	case probed && errors.Is(err, wire.ErrClosed):
