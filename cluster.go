@@ -289,6 +289,9 @@ func (s *holdStream) onLeader(cmd string, fresh bool, exchange func(*lockConn) e
 		if s.stopped() {
 			return s.stopCause()
 		}
+		if !s.dialBy.IsZero() && !time.Now().Before(s.dialBy) && err != nil {
+			break // a move out of time: see move
+		}
 		s.srv = i
 		tried = append(tried, cl.members[i])
 		var lc *lockConn
@@ -317,6 +320,16 @@ func (s *holdStream) onLeader(cmd string, fresh bool, exchange func(*lockConn) e
 		i = cl.skip(i, hint)
 	}
 	return &NoLeaderError{Cmd: cmd, Tried: tried, Last: err}
+}
+
+// dialDeadline bounds a dial of the stream: the connect timeout, and
+// while the stream re-attaches a held key, the moment it declares Lost.
+func (s *holdStream) dialDeadline() time.Time {
+	d := time.Now().Add(s.c.cfg.connectTimeout)
+	if !s.dialBy.IsZero() {
+		d = earliest(d, s.dialBy)
+	}
+	return d
 }
 
 // reach runs the stream's enqueue exchange: on the leader for a cluster
@@ -440,6 +453,8 @@ func (s *holdStream) reattach(from string) error {
 	var line string
 	var sent time.Time
 	lossAt := s.lossAt
+	s.dialBy = lossAt
+	defer func() { s.dialBy = time.Time{} }()
 	err := s.onLeader(s.enqueueReq.Cmd, true, func(lc *lockConn) (err error) {
 		sent = time.Now()
 		line, err = lc.exchange(context.Background(), s.enqueueReq, earliest(sent.Add(s.c.cfg.connectTimeout), lossAt))
@@ -511,6 +526,8 @@ func (s *holdStream) releaseOnLeader(ctx context.Context, req wire.Request, lc *
 		return lc, err
 	}
 	s.dropConn() // its ref goes on with the new connection
+	s.dialBy = s.lossAt
+	defer func() { s.dialBy = time.Time{} }()
 	err = s.onLeader(req.Cmd, true, func(lc *lockConn) error {
 		line, err := lc.exchange(ctx, req, earliest(time.Now().Add(s.c.cfg.connectTimeout), s.lossAt))
 		if err == nil {

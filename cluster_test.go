@@ -507,3 +507,18 @@ func TestClusterMemberWithoutStableRefsFailsWithErrUnsupported(t *testing.T) {
 	assert.Equal(t, addr, ue.Server)
 	assert.Equal(t, "stable refs", ue.Feature)
 }
+
+func TestClusterMoveDoesNotWaitOnASilentMemberPastTheDeadline(t *testing.T) {
+	t.Parallel()
+	cl := newTestCluster(t, three)
+	silent := newSilentListener(t) // accepts, never answers
+	c := clusterClient(t, []string{cl.Addrs()[0], cl.Addrs()[1], silent.Addr()})
+	ctx := ctxT(t, 30*time.Second)
+	s, err := c.Lock(ctx, testKey(t, "k"), dfstream.WithLease(2*time.Second))
+	require.NoError(t, err)
+	a := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
+	cl.StartElection() // node 1 answers no leader; the move goes on to the silent member
+	l := nextOf[dfstream.Lost](t, s.Events(), 15*time.Second)
+	assert.ErrorIs(t, l.Reason, dfstream.ErrDeadlinePassed)
+	assert.False(t, l.At.After(a.Deadline), "Lost %v after the safe deadline", l.At.Sub(a.Deadline))
+}

@@ -166,7 +166,7 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 	}
 	if lc == nil {
 		// Bounded here, so that the dialer need not bound it again.
-		ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), s.dialDeadline())
 		defer cancel()
 		s.mu.Lock()
 		s.dialCancel = cancel

@@ -88,6 +88,7 @@ type holdStream struct {
 	renewDue      time.Time // when the next renewal is due
 	sref          string    // the stable ref of its connections (cluster; see WithCluster)
 	rejoining     bool      // the next enqueue re-attaches: dialled with sref
+	dialBy        time.Time // when set, no dial goes on past it (a move's lossAt)
 
 	// Guarded by the Client's renewals.
 	renewAt    time.Time
