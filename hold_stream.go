@@ -164,9 +164,9 @@ func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit 
 }
 
 // Events returns the stream's events: Queued, Acquired, Renewed and Moved
-// (coalesced behind a slow consumer), Lost, and one terminal event (Released, Failed,
-// or a final Lost), after which the channel is closed. Acquired, Lost,
-// Released and Failed are never dropped.
+// (coalesced behind a slow consumer), Lost, and one terminal event
+// (Released, Failed, or a final Lost), after which the channel is closed.
+// Acquired, Lost, Released and Failed are never dropped.
 func (s *holdStream) Events() <-chan Event { return s.events }
 
 // Done is closed when the stream has ended and its goroutines have exited.
