@@ -31,4 +31,18 @@
 // dfprom package implements it with Prometheus.
 //
 // The dflockdtest package is an in-process server for tests and examples.
+//
+// # Options
+//
+// Everything is configured with functional options of five kinds, each an
+// interface only this package implements: Option (New), StreamOption (lock
+// and semaphore streams), SignalOption (signal streams, and a Router's
+// through WithRouterSignalOptions), RouterOption (NewRouter) and
+// HandlerOption (Router.Handle). A stream option is also an Option: given to
+// New it sets the default for every stream of its kind, and the option given
+// to the stream overrides it. Names say what they configure: WithSignal…
+// for signal streams, WithRouter… for a Router, WithHandler… for one
+// handler; Client and lock or semaphore stream options, the common case,
+// have no prefix. An invalid value is an error matching ErrInvalidInput,
+// from the call the option is given to.
 package dfstream

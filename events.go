@@ -1,6 +1,9 @@
 package dfstream
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Event is something that happened to a stream. Every stream reports its
 // events in order on the channel returned by its Events method; the concrete
@@ -138,20 +141,29 @@ func (Failed) Terminal() bool { return true }
 // Signal is a signal that arrived: Channel is the channel it was sent to,
 // Payload its payload, verbatim.
 //
-// Pattern and Group name the subscription the server delivered it through,
-// where that is known. A Router sets them for each handler (the handler's own
-// pattern and group). On a SignalStream they are set when exactly one of the
-// stream's subscriptions matches the channel, and left empty when several do:
-// the server sends one copy per connection for all matching plain
-// subscriptions together, plus one per matching group, and the copies are
-// indistinguishable on the wire.
+// Pattern and Group name the subscription the signal came through. On a
+// SignalStream, when several of the stream's subscriptions match the
+// channel, they name the one made first, and Subscriptions lists them all:
+// the server sends a stream one copy for all its matching plain
+// subscriptions together, plus one per matching queue group, and the copies
+// are indistinguishable on the wire. A Router sets them for each handler
+// (the handler's own pattern and group).
 type Signal struct {
 	Channel string
 	Payload string
 	Pattern string
 	Group   string
 	At      time.Time // when the stream received it
+
+	subs []*Subscription // the stream's subscriptions that match, first made first
 }
+
+// Subscriptions returns the receiving SignalStream's subscriptions whose
+// pattern matches the signal's channel, first made first (the first is the
+// one Pattern and Group name). It is empty for the signals a Router
+// hands to its handlers, and for a signal that arrived as the stream was
+// unlistening from its last matching subscription.
+func (sig Signal) Subscriptions() []*Subscription { return slices.Clone(sig.subs) }
 
 // Disconnected reports that a signal stream lost its connection. Reason says
 // why (ErrConnLost, or ErrSilentConnection when the heartbeat found the
@@ -165,7 +177,7 @@ type Disconnected struct {
 	// Since is the last moment delivery was known to work: when the last
 	// signal or probe came in on the lost connection (or its subscriptions
 	// were confirmed, if later). With heartbeat probes emitted on a
-	// connection of their own (WithHeartbeat, WithProbe), no later than
+	// connection of their own (WithSignalHeartbeat, WithSignalProbe), no later than
 	// when the newest of them that came back was emitted: during a graceful
 	// restart the old process still delivers what reaches it, while the
 	// signals sent through the new one are missed, so the connection's own

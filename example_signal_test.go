@@ -27,7 +27,7 @@ func ExampleRouter() {
 	defer c.Close()
 
 	lines := make(chan string, 16)
-	r, err := dfstream.NewRouter(c, dfstream.WithErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
+	r, err := dfstream.NewRouter(c, dfstream.WithRouterErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
 		lines <- fmt.Sprintf("handler for %s failed: %v", sig.Pattern, err)
 	}))
 	if err != nil {
@@ -42,7 +42,7 @@ func ExampleRouter() {
 	_ = r.HandleFunc("orders.>", func(_ context.Context, sig dfstream.Signal) error {
 		lines <- fmt.Sprintf("orders.>  got %s %q", sig.Channel, sig.Payload)
 		return nil
-	}, dfstream.WithConcurrency(4))
+	}, dfstream.WithHandlerConcurrency(4))
 	_ = r.HandleFunc("orders.*.failed", func(_ context.Context, sig dfstream.Signal) error {
 		panic("alerting is down")
 	})
@@ -114,7 +114,7 @@ func (w *roleWorker) run(ctx context.Context, backlog <-chan int, ready chan<- s
 		if fence < highest {
 			return fmt.Errorf("job %s from a stale scheduler (fence %d < %d)", job, fence, highest)
 		}
-		highest = fence // Ordered (the default): no data race
+		highest = fence // one call at a time (the default): no data race
 		w.log <- fmt.Sprintf("job %s by %s", job, w.name)
 		return nil
 	}))
@@ -224,4 +224,51 @@ func Example_roleWorker() {
 	// b holds the role (fence 2)
 	// job 5 by a
 	// job 6 by b
+}
+
+// Listen returns the subscription: its own Unlisten and counters, while
+// every signal arrives in order on the stream's one Events channel.
+func ExampleSignalStream_Listen() {
+	srv, err := dflockdtest.Start(dflockdtest.Config{ShutdownDrain: -1})
+	if err != nil {
+		panic(err)
+	}
+	defer srv.Close()
+	c, err := dfstream.New(dfstream.WithServers(srv.Addr()))
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	s, err := c.Signals(ctx)
+	if err != nil {
+		panic(err)
+	}
+	defer s.Close()
+
+	orders, err := s.Listen(ctx, "orders.*")
+	if err != nil {
+		panic(err)
+	}
+	eu, err := s.Listen(ctx, "orders.eu")
+	if err != nil {
+		panic(err)
+	}
+	for _, ch := range []string{"orders.us", "orders.eu"} {
+		if _, err := c.Emit(ctx, ch, "id=1"); err != nil {
+			panic(err)
+		}
+		sig := (<-s.Events()).(dfstream.Signal)
+		fmt.Printf("%s via %s (%d matching)\n", sig.Channel, sig.Pattern, len(sig.Subscriptions()))
+	}
+	if err := eu.Unlisten(ctx); err != nil {
+		panic(err)
+	}
+	fmt.Printf("%s: %+v\n", orders, orders.Stats())
+	fmt.Printf("%s: %+v, listening: %v\n", eu, eu.Stats(), eu.Listening())
+	// Output:
+	// orders.us via orders.* (1 matching)
+	// orders.eu via orders.* (2 matching)
+	// orders.*: {Delivered:2 Dropped:0}
+	// orders.eu: {Delivered:1 Dropped:0}, listening: false
 }

@@ -20,16 +20,42 @@ const (
 	DefaultPoolSize          = 8
 )
 
-// Option configures a Client. Every StreamOption is also an Option: given to
-// New, it sets the default for every stream the Client starts.
+// The option kinds. Each is an interface with unexported methods only, so
+// that options are made only by this package's With… functions and godoc
+// shows no configuration internals. Each kind is implemented by a function
+// type over its configuration (clientOption, streamOption, …); a new Client
+// option is one function returning a clientOption, in any file. See the
+// package doc, "Options".
+
+// Option configures a Client. Every StreamOption and SignalOption is also an
+// Option: given to New, it sets the default for every stream of its kind the
+// Client starts.
 type Option interface {
 	applyClient(*clientConfig) error
 }
 
-// StreamOption configures one stream, overriding the Client's default.
+// StreamOption configures one lock or semaphore stream, overriding the
+// Client's default.
 type StreamOption interface {
 	Option
 	applyStream(*streamConfig) error
+}
+
+// SignalOption configures one signal stream (Client.Signals) or a Router's
+// streams (WithRouterSignalOptions), overriding the Client's default.
+type SignalOption interface {
+	Option
+	applySignal(*signalConfig) error
+}
+
+// RouterOption configures a Router (NewRouter).
+type RouterOption interface {
+	applyRouter(*routerConfig) error
+}
+
+// HandlerOption configures one handler of a Router (Router.Handle).
+type HandlerOption interface {
+	applyHandler(*handlerConfig) error
 }
 
 type clientOption func(*clientConfig) error
@@ -40,6 +66,33 @@ type streamOption func(*streamConfig) error
 
 func (f streamOption) applyStream(c *streamConfig) error { return f(c) }
 func (f streamOption) applyClient(c *clientConfig) error { return f(&c.stream) }
+
+type signalOption func(*signalConfig) error
+
+func (f signalOption) applySignal(c *signalConfig) error { return f(c) }
+func (f signalOption) applyClient(c *clientConfig) error { return f(&c.signal) }
+
+type routerOption func(*routerConfig) error
+
+func (f routerOption) applyRouter(c *routerConfig) error { return f(c) }
+
+type handlerOption func(*handlerConfig) error
+
+func (f handlerOption) applyHandler(c *handlerConfig) error { return f(c) }
+
+// applyAll applies opts to c with apply, skipping nil options, and returns
+// the first error.
+func applyAll[O any, C any](c *C, opts []O, apply func(O, *C) error) error {
+	for _, o := range opts {
+		if any(o) == nil {
+			continue
+		}
+		if err := apply(o, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // ShardFunc maps a key to the index of the server that owns it, given the
 // number of servers. It must be deterministic and return a value in [0, n).
@@ -58,6 +111,7 @@ type clientConfig struct {
 	observer          Observer // nil: nothing reported
 	cluster           clusterConfig
 	stream            streamConfig
+	signal            signalConfig
 }
 
 type streamConfig struct {
@@ -86,6 +140,7 @@ func defaultClientConfig() clientConfig {
 			backoffMax:     5 * time.Second,
 			eventBuffer:    16,
 		},
+		signal: defaultSignalConfig(),
 	}
 }
 
@@ -101,8 +156,8 @@ func WithServers(addrs ...string) Option {
 			return invalidOption("WithServers", addrs, "no server")
 		}
 		for _, a := range addrs {
-			if a == "" {
-				return invalidOption("WithServers", addrs, "empty address")
+			if why := addrProblem(a); why != "" {
+				return invalidOption("WithServers", addrs, why)
 			}
 		}
 		c.servers = append([]string(nil), addrs...)

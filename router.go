@@ -2,15 +2,11 @@ package dfstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/panics"
 	concpool "github.com/sourcegraph/conc/pool"
@@ -20,7 +16,8 @@ import (
 )
 
 // Handler handles the signals a Router routes to it. An error it returns
-// goes to the router's error handler (WithErrorHandler); the router goes on.
+// goes to the router's error handler (WithRouterErrorHandler); the router
+// goes on.
 type Handler interface {
 	HandleSignal(ctx context.Context, sig Signal) error
 }
@@ -30,10 +27,6 @@ type HandlerFunc func(ctx context.Context, sig Signal) error
 
 // HandleSignal calls f(ctx, sig).
 func (f HandlerFunc) HandleSignal(ctx context.Context, sig Signal) error { return f(ctx, sig) }
-
-// Middleware wraps a Handler, for concerns shared by handlers: recovery,
-// logging, timeouts, metrics.
-type Middleware func(Handler) Handler
 
 // DefaultHandlerQueue is how many signals wait for a busy handler before
 // its overflow policy applies.
@@ -56,10 +49,10 @@ const DefaultHandlerQueue = 256
 // subscription the server delivered it through: a plain handler and a group
 // handler on overlapping patterns each get their own copy.
 //
-// Handlers: each handler has a bounded queue (WithQueueSize) and runs its
-// signals one at a time in arrival order (the default, Ordered), or on up to
-// n workers at once (WithConcurrency, a conc worker pool). A handler that
-// blocks holds up only its own queue: other handlers, heartbeats and
+// Handlers: each handler has a bounded queue (WithHandlerQueueSize) and
+// runs its signals one at a time in arrival order (the default), or on up to
+// n workers at once (WithHandlerConcurrency, a conc worker pool). A handler
+// that blocks holds up only its own queue: other handlers, heartbeats and
 // reconnects go on. When its queue is full, its overflow policy
 // (WithHandlerOverflow, default DropNewest) applies, the loss is counted
 // (Stats) and reported as an Overflow event to the event handler.
@@ -73,9 +66,11 @@ type Router struct {
 	started bool
 	mw      []Middleware
 	routes  []*route
-	streams []*SignalStream // Run's connections, for Stats
+	streams []*SignalStream // Run's connections
 	plain   subject.Trie[*route]
 	ready   chan struct{}
+
+	dispatchers conc.WaitGroup // one per stream, routing its events
 
 	received atomic.Uint64
 	handled  atomic.Uint64
@@ -104,136 +99,6 @@ type RouterStats struct {
 	Dropped     uint64 // handler deliveries lost to a full handler queue
 }
 
-// RouterOption configures a Router.
-type RouterOption func(*routerConfig) error
-
-type routerConfig struct {
-	onError func(ctx context.Context, sig Signal, err error)
-	onEvent func(Event)
-	sigOpts []SignalOption
-}
-
-// WithErrorHandler sets the function called with every error a handler
-// returns (after middleware), on the handler's goroutine. The default logs
-// it with the Client's logger. A panic in f stops the router as a handler
-// panic does (see Run).
-func WithErrorHandler(f func(ctx context.Context, sig Signal, err error)) RouterOption {
-	return func(c *routerConfig) error {
-		if f == nil {
-			return invalidOption("WithErrorHandler", "nil", "nil function")
-		}
-		c.onError = f
-		return nil
-	}
-}
-
-// WithEventHandler sets a function that receives the router's connection
-// events (Disconnected, Reconnected: one set per connection), and Overflow
-// events (per handler, with its Pattern and Group, coalesced while signals
-// keep arriving). It may be called from several goroutines at once and
-// should return quickly. A panic in f stops the router as a handler panic
-// does (see Run).
-func WithEventHandler(f func(Event)) RouterOption {
-	return func(c *routerConfig) error {
-		if f == nil {
-			return invalidOption("WithEventHandler", "nil", "nil function")
-		}
-		c.onEvent = f
-		return nil
-	}
-}
-
-// WithRouterSignalOptions configures the router's signal streams
-// (heartbeat, backoff, buffer, server, …).
-func WithRouterSignalOptions(opts ...SignalOption) RouterOption {
-	return func(c *routerConfig) error {
-		c.sigOpts = append(c.sigOpts, opts...)
-		return nil
-	}
-}
-
-// HandlerOption configures one handler of a Router.
-type HandlerOption func(*handlerConfig) error
-
-type handlerConfig struct {
-	workers int
-	queue   int
-	policy  OverflowPolicy
-	mw      []Middleware
-}
-
-// Ordered runs the handler's signals one at a time, in arrival order (the
-// default).
-func Ordered() HandlerOption {
-	return func(c *handlerConfig) error {
-		c.workers = 1
-		return nil
-	}
-}
-
-// WithConcurrency runs up to n calls of the handler at once, on a conc
-// worker pool; signals are then not handled in arrival order.
-func WithConcurrency(n int) HandlerOption {
-	return func(c *handlerConfig) error {
-		if n < 1 {
-			return invalidOption("WithConcurrency", n, "must be at least 1")
-		}
-		c.workers = n
-		return nil
-	}
-}
-
-// WithQueueSize sets how many signals wait for the handler while it is busy
-// (default 256, at least 1).
-func WithQueueSize(n int) HandlerOption {
-	return func(c *handlerConfig) error {
-		if n < 1 {
-			return invalidOption("WithQueueSize", n, "must be at least 1")
-		}
-		c.queue = n
-		return nil
-	}
-}
-
-// WithHandlerOverflow sets what happens to a signal for the handler while
-// its queue is full (default DropNewest). FailStream stops the router: Run
-// returns an error matching ErrOverflow.
-func WithHandlerOverflow(p OverflowPolicy) HandlerOption {
-	return func(c *handlerConfig) error {
-		if !p.valid() {
-			return invalidOption("WithHandlerOverflow", p, "unknown policy")
-		}
-		c.policy = p
-		return nil
-	}
-}
-
-// WithHandlerTimeout bounds each call of the handler with the Timeout
-// middleware.
-func WithHandlerTimeout(d time.Duration) HandlerOption {
-	return func(c *handlerConfig) error {
-		if d <= 0 {
-			return invalidOption("WithHandlerTimeout", d, "must be positive")
-		}
-		c.mw = append(c.mw, Timeout(d))
-		return nil
-	}
-}
-
-// WithHandlerMiddleware wraps this handler alone in mw, inside the router's
-// middleware (Use).
-func WithHandlerMiddleware(mw ...Middleware) HandlerOption {
-	return func(c *handlerConfig) error {
-		for _, m := range mw {
-			if m == nil {
-				return invalidOption("WithHandlerMiddleware", "nil", "nil middleware")
-			}
-		}
-		c.mw = append(c.mw, mw...)
-		return nil
-	}
-}
-
 // route is one registered handler and, while running, its queue.
 type route struct {
 	pattern string
@@ -254,10 +119,8 @@ func NewRouter(c *Client, opts ...RouterOption) (*Router, error) {
 		return nil, fmt.Errorf("dfstream: nil Client: %w", ErrInvalidInput)
 	}
 	r := &Router{c: c, ready: make(chan struct{})}
-	for _, o := range opts {
-		if err := o(&r.cfg); err != nil {
-			return nil, err
-		}
+	if err := applyAll(&r.cfg, opts, RouterOption.applyRouter); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -318,10 +181,8 @@ func (r *Router) add(pattern, group string, h Handler, opts []HandlerOption) err
 		return fmt.Errorf("dfstream: nil handler for %q: %w", pattern, ErrInvalidInput)
 	}
 	cfg := handlerConfig{workers: 1, queue: DefaultHandlerQueue, policy: DefaultOverflow}
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return err
-		}
+	if err := applyAll(&cfg, opts, HandlerOption.applyHandler); err != nil {
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -350,10 +211,7 @@ func (r *Router) Stats() RouterStats {
 		Failed:   r.failed.Load(),
 		Dropped:  r.dropped.Load(),
 	}
-	r.mu.Lock()
-	streams := r.streams
-	r.mu.Unlock()
-	for _, s := range streams {
+	for _, s := range r.connections() {
 		ss := s.Stats()
 		st.Arrived += ss.Received
 		st.ConnDropped += ss.Dropped
@@ -389,84 +247,68 @@ func (r *Router) Run(ctx context.Context) (err error) {
 	if ctx == nil {
 		return fmt.Errorf("dfstream: router: nil context: %w", ErrInvalidInput)
 	}
-	r.mu.Lock()
-	if r.started {
-		r.mu.Unlock()
-		return ErrRouterStarted
+	routes, mw, err := r.begin()
+	if err != nil {
+		return err
 	}
-	r.started = true
-	routes := r.routes
-	mw := r.mw
-	r.mu.Unlock()
-	if len(routes) == 0 {
-		return fmt.Errorf("dfstream: router has no handlers: %w", ErrInvalidInput)
-	}
-
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	r.stopRun = stop
-	hctx := context.WithoutCancel(ctx)
 
 	// Handlers first, so that no signal waits for a worker to exist.
+	r.startHandlers(context.WithoutCancel(ctx), routes, mw)
+	defer func() { err = r.drain(stop, routes, err) }()
+	if err := r.connect(runCtx, routes); err != nil {
+		return r.startErr(ctx, err)
+	}
+	close(r.ready)
+	r.c.cfg.logger.Debug().Int("handlers", len(routes)).Int("connections", len(r.connections())).Msg("router running")
+
+	<-runCtx.Done()
+	return nil // the deferred drain reports a failure, if any
+}
+
+// begin marks the router started and returns its handlers and middleware.
+func (r *Router) begin() ([]*route, []Middleware, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		return nil, nil, ErrRouterStarted
+	}
+	r.started = true
+	if len(r.routes) == 0 {
+		return nil, nil, fmt.Errorf("dfstream: router has no handlers: %w", ErrInvalidInput)
+	}
+	return r.routes, r.mw, nil
+}
+
+// startHandlers wraps every handler in its middleware and starts its
+// workers, which call it with ctx.
+func (r *Router) startHandlers(ctx context.Context, routes []*route, mw []Middleware) {
 	for _, rt := range routes {
 		rt.final = chain(rt.h, mw, rt.cfg.mw)
 		rt.q = make(chan Signal, rt.cfg.queue)
 		rt.workers = concpool.New().WithMaxGoroutines(rt.cfg.workers)
 		for range rt.cfg.workers {
-			rt.workers.Go(func() { r.work(hctx, rt) })
+			rt.workers.Go(func() { r.work(ctx, rt) })
 		}
 	}
+}
 
-	var streams []*SignalStream
-	var dispatchers conc.WaitGroup
-	defer func() {
-		// Cancel runCtx first, so that the dispatchers take the streams'
-		// ends below for the shutdown they are (see dispatch).
-		stop(nil)
-		for _, s := range streams {
-			_ = s.Close()
-		}
-		dispatchers.Wait()
-		for _, rt := range routes {
-			close(rt.q)
-		}
-		for _, rt := range routes {
-			rt.workers.Wait()
-		}
-		if p := r.panicked.Load(); p != nil {
-			panic(p) // as conc does: the value, with the handler's stack
-		}
-		if err == nil {
-			err = r.failure()
-		}
-	}()
-
+// connect opens the router's connections and subscribes every handler: one
+// stream for the plain handlers, one per group handler (see Router).
+func (r *Router) connect(runCtx context.Context, routes []*route) error {
 	// The router's streams deliver everything they buffered when they end:
 	// their dispatchers read until the Events channels close.
-	sigOpts := append(slices.Clip(r.cfg.sigOpts), drainOnClose())
-	var plain []*route
-	seen := make(map[string]bool)
-	var plainPatterns []string
-	for _, rt := range routes {
-		if rt.group == "" {
-			plain = append(plain, rt)
-			if !seen[rt.pattern] {
-				seen[rt.pattern] = true
-				plainPatterns = append(plainPatterns, rt.pattern)
-			}
-		}
-	}
-	if len(plain) > 0 {
-		s, err := r.c.Signals(runCtx, sigOpts...)
+	opts := append(slices.Clip(r.cfg.sigOpts), drainOnClose())
+	if patterns := plainPatterns(routes); len(patterns) > 0 {
+		s, err := r.open(runCtx, opts, nil)
 		if err != nil {
-			return r.startErr(ctx, err)
+			return err
 		}
-		streams = append(streams, s)
-		r.track(s)
-		dispatchers.Go(func() { r.dispatch(runCtx, s, nil) })
-		for _, p := range plainPatterns {
-			if err := s.Listen(runCtx, p); err != nil {
-				return r.startErr(ctx, err)
+		for _, p := range patterns {
+			if _, err := s.Listen(runCtx, p); err != nil {
+				return err
 			}
 		}
 	}
@@ -474,29 +316,75 @@ func (r *Router) Run(ctx context.Context) (err error) {
 		if rt.group == "" {
 			continue
 		}
-		s, err := r.c.Signals(runCtx, sigOpts...)
+		s, err := r.open(runCtx, opts, rt)
 		if err != nil {
-			return r.startErr(ctx, err)
+			return err
 		}
-		streams = append(streams, s)
-		r.track(s)
-		dispatchers.Go(func() { r.dispatch(runCtx, s, rt) })
-		if err := s.ListenGroup(runCtx, rt.pattern, rt.group); err != nil {
-			return r.startErr(ctx, err)
+		if _, err := s.ListenGroup(runCtx, rt.pattern, rt.group); err != nil {
+			return err
 		}
 	}
-	close(r.ready)
-	r.c.cfg.logger.Debug().Int("handlers", len(routes)).Int("connections", len(streams)).Msg("router running")
-
-	<-runCtx.Done()
-	return nil // the deferred drain reports a failure, if any
+	return nil
 }
 
-// track records one of Run's connections for Stats.
-func (r *Router) track(s *SignalStream) {
+// plainPatterns returns the distinct patterns of the plain handlers, in the
+// order they were registered.
+func plainPatterns(routes []*route) []string {
+	var patterns []string
+	for _, rt := range routes {
+		if rt.group == "" && !slices.Contains(patterns, rt.pattern) {
+			patterns = append(patterns, rt.pattern)
+		}
+	}
+	return patterns
+}
+
+// open starts one of the router's streams and its dispatcher, which routes
+// its signals to group's handler, or to the plain handlers if group is nil.
+func (r *Router) open(runCtx context.Context, opts []SignalOption, group *route) (*SignalStream, error) {
+	s, err := r.c.Signals(runCtx, opts...)
+	if err != nil {
+		return nil, err
+	}
 	r.mu.Lock()
 	r.streams = append(r.streams, s)
 	r.mu.Unlock()
+	r.dispatchers.Go(func() { r.dispatch(runCtx, s, group) })
+	return s, nil
+}
+
+// connections returns Run's streams.
+func (r *Router) connections() []*SignalStream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streams
+}
+
+// drain ends Run: it stops taking signals (stop, then closing the streams),
+// lets the dispatchers hand every signal received to its handlers, waits
+// for the handlers, and returns Run's error: err, or why the router stopped
+// by itself. It re-panics with a handler's panic.
+func (r *Router) drain(stop context.CancelCauseFunc, routes []*route, err error) error {
+	// Cancel runCtx first, so that the dispatchers take the streams' ends
+	// below for the shutdown they are (see dispatch).
+	stop(nil)
+	for _, s := range r.connections() {
+		_ = s.Close()
+	}
+	r.dispatchers.Wait()
+	for _, rt := range routes {
+		close(rt.q)
+	}
+	for _, rt := range routes {
+		rt.workers.Wait()
+	}
+	if p := r.panicked.Load(); p != nil {
+		panic(p) // as conc does: the value, with the handler's stack
+	}
+	if err == nil {
+		err = r.failure()
+	}
+	return err
 }
 
 // failure returns why the router stopped by itself, nil if it did not.
@@ -518,254 +406,4 @@ func (r *Router) startErr(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-// chain wraps h in the router's middleware (outermost first), then the
-// handler's own.
-func chain(h Handler, router, own []Middleware) Handler {
-	for i := len(own) - 1; i >= 0; i-- {
-		h = own[i](h)
-	}
-	for i := len(router) - 1; i >= 0; i-- {
-		h = router[i](h)
-	}
-	return h
-}
-
-// dispatch routes the events of one stream: for the plain stream (group ==
-// nil) through the trie, for a group stream to its one handler. A stream
-// that ends while runCtx is still live was closed under the router (by
-// Client.Close): that stops the router, with an error matching ErrClosed.
-func (r *Router) dispatch(runCtx context.Context, s *SignalStream, group *route) {
-	events := s.Events()
-	var touched []*route // routes with unreported drops
-	var reported time.Time
-	for ev := range events {
-		switch e := ev.(type) {
-		case Signal:
-			r.received.Add(1)
-			if group != nil {
-				e.Pattern, e.Group = group.pattern, group.group
-				touched = r.offer(group, e, touched)
-				break
-			}
-			r.match(e.Channel, func(pattern string, rt *route) {
-				sig := e
-				sig.Pattern, sig.Group = pattern, ""
-				touched = r.offer(rt, sig, touched)
-			})
-		case Failed:
-			r.stop(e.Err)
-		case Closed:
-		case Overflow:
-			if group != nil {
-				e.Pattern, e.Group = group.pattern, group.group
-			}
-			r.event(e)
-		default:
-			r.event(ev)
-		}
-		// Report drops once the burst is over, or every 100ms during one.
-		if len(touched) > 0 && (len(events) == 0 || time.Since(reported) > 100*time.Millisecond) {
-			touched = r.reportDrops(touched)
-			reported = time.Now()
-		}
-	}
-	r.reportDrops(touched)
-	if runCtx.Err() == nil {
-		r.stop(fmt.Errorf("dfstream: router: signal stream to %s closed: %w", s.Server(), ErrClosed))
-	}
-}
-
-// offer hands sig to rt's queue without blocking, applying rt's overflow
-// policy when the queue is full.
-func (r *Router) offer(rt *route, sig Signal, touched []*route) []*route {
-	select {
-	case rt.q <- sig:
-		return touched
-	default:
-	}
-	switch rt.cfg.policy {
-	case DropOldest:
-		// Evict the oldest signal to make room, and count a drop only if
-		// one was evicted: a worker may have emptied the queue meanwhile.
-		// This goroutine is the queue's only sender, so once there is room
-		// the send cannot block.
-		select {
-		case <-rt.q:
-			rt.q <- sig
-		default:
-			rt.q <- sig // the queue is empty now: nothing lost
-			return touched
-		}
-	case FailStream:
-		r.stop(fmt.Errorf("%w: handler %s queue full (%d signals)", ErrOverflow, Subscription{rt.pattern, rt.group}, rt.cfg.queue))
-	}
-	rt.dropped.Add(1)
-	r.dropped.Add(1)
-	r.observeDrop(rt)
-	if rt.unrep == 0 {
-		touched = append(touched, rt)
-	}
-	rt.unrep++
-	return touched
-}
-
-// reportDrops emits one Overflow event per route with drops not yet
-// reported.
-func (r *Router) reportDrops(touched []*route) []*route {
-	now := time.Now()
-	for _, rt := range touched {
-		r.event(Overflow{
-			Pattern: rt.pattern, Group: rt.group,
-			Dropped: rt.unrep, Total: rt.dropped.Load(),
-			Policy: rt.cfg.policy, At: now,
-		})
-		rt.unrep = 0
-	}
-	return touched[:0]
-}
-
-func (r *Router) event(ev Event) {
-	log := r.c.cfg.logger
-	switch e := ev.(type) {
-	case Disconnected:
-		log.Warn().Err(e.Reason).Msg("router connection lost")
-	case Reconnected:
-		log.Info().Dur("down", e.Down).Msg("router reconnected")
-	case Overflow:
-		log.Warn().Str("pattern", e.Pattern).Str("group", e.Group).Uint64("dropped", e.Dropped).Uint64("total", e.Total).Msg("signals dropped")
-	}
-	if r.cfg.onEvent != nil {
-		r.try(func() { r.cfg.onEvent(ev) })
-	}
-}
-
-// try runs f, a handler or a hook the user gave, and stops the router with
-// its panic, if any: Run re-panics with the first one once drained.
-func (r *Router) try(f func()) bool {
-	var c panics.Catcher
-	c.Try(f)
-	rec := c.Recovered()
-	if rec == nil {
-		return true
-	}
-	r.panicked.CompareAndSwap(nil, rec)
-	r.stop(&HandlerPanic{Value: rec.Value, Stack: rec.Stack})
-	return false
-}
-
-// stop ends Run with err (the first one wins).
-func (r *Router) stop(err error) {
-	r.stopOnce.Do(func() {
-		r.mu.Lock()
-		r.runErr = err
-		r.mu.Unlock()
-	})
-	r.stopRun(err)
-}
-
-// work is one worker of rt: it handles rt's queue until Run closes it.
-func (r *Router) work(ctx context.Context, rt *route) {
-	for sig := range rt.q {
-		var err error
-		start := r.handlerStart()
-		ok := r.try(func() { err = rt.final.HandleSignal(ctx, sig) })
-		r.observeHandler(rt, start, ok, err)
-		if !ok {
-			r.failed.Add(1)
-			continue
-		}
-		if err != nil {
-			r.failed.Add(1)
-			r.try(func() { r.handleErr(ctx, sig, err) })
-			continue
-		}
-		r.handled.Add(1)
-	}
-}
-
-func (r *Router) handleErr(ctx context.Context, sig Signal, err error) {
-	if r.cfg.onError != nil {
-		r.cfg.onError(ctx, sig, err)
-		return
-	}
-	r.c.cfg.logger.Error().Err(err).Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).Msg("signal handler failed")
-}
-
-// ---- built-in middleware ----
-
-// HandlerPanic is the error Recover makes of a handler's panic. It matches
-// ErrHandlerPanic, and the panic value when that is an error.
-type HandlerPanic struct {
-	Value any
-	Stack []byte
-}
-
-// Error implements error.
-func (p *HandlerPanic) Error() string { return fmt.Sprintf("dfstream: handler panicked: %v", p.Value) }
-
-// Is reports whether target is ErrHandlerPanic.
-func (p *HandlerPanic) Is(target error) bool { return target == ErrHandlerPanic }
-
-// Unwrap returns the panic value if it is an error.
-func (p *HandlerPanic) Unwrap() error {
-	err, _ := p.Value.(error)
-	return err
-}
-
-// Recover turns a panicking handler into an error (*HandlerPanic, matching
-// ErrHandlerPanic) that goes to the error handler; the router goes on. Put
-// it first, so that it covers the other middleware too.
-func Recover() Middleware {
-	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, sig Signal) (err error) {
-			defer func() {
-				if v := recover(); v != nil {
-					err = &HandlerPanic{Value: v, Stack: debug.Stack()}
-				}
-			}()
-			return next.HandleSignal(ctx, sig)
-		})
-	}
-}
-
-// Logging logs every handled signal on l: channel, pattern, group and
-// duration at debug level, and failures at error level.
-func Logging(l zerolog.Logger) Middleware {
-	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, sig Signal) error {
-			start := time.Now()
-			err := next.HandleSignal(ctx, sig)
-			var e *zerolog.Event
-			if err != nil {
-				e = l.Error().Err(err)
-			} else {
-				e = l.Debug()
-			}
-			e.Str("channel", sig.Channel).Str("pattern", sig.Pattern).Str("group", sig.Group).
-				Dur("took", time.Since(start)).Msg("signal handled")
-			return err
-		})
-	}
-}
-
-// Timeout gives each handler call a context that ends after d. A handler
-// must honour its context: one that returns a context error once the time is
-// up makes the call fail with an error matching ErrHandlerTimeout (and
-// context.DeadlineExceeded). Go cannot stop a goroutine that ignores its
-// context, so the call then still runs to its end.
-func Timeout(d time.Duration) Middleware {
-	return func(next Handler) Handler {
-		return HandlerFunc(func(ctx context.Context, sig Signal) error {
-			tctx, cancel := context.WithTimeout(ctx, d)
-			defer cancel()
-			err := next.HandleSignal(tctx, sig)
-			if err != nil && errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil &&
-				errors.Is(err, context.DeadlineExceeded) {
-				return fmt.Errorf("%w after %v: %w", ErrHandlerTimeout, d, err)
-			}
-			return err
-		})
-	}
 }

@@ -275,7 +275,7 @@ func TestSignalActorAnswersEveryCallWhenAReplyToALostConnectionEndsIt(t *testing
 	}
 	defer c.Close()
 	cli, srv := net.Pipe()
-	s := &SignalStream{c: c, cfg: c.defaultSignalConfig(), log: zerolog.Nop(), done: make(chan struct{})}
+	s := &SignalStream{c: c, cfg: defaultSignalConfig(), log: zerolog.Nop(), done: make(chan struct{})}
 	s.cfg.heartbeat = 0
 	s.box = newSigInbox(s.cfg.eventBuffer, s.cfg.buffer, s.cfg.policy)
 	s.subs.Store(&subSnapshot{})
@@ -284,8 +284,8 @@ func TestSignalActorAnswersEveryCallWhenAReplyToALostConnectionEndsIt(t *testing
 		s: s, conn: wire.NewConn(cli),
 		hb: time.NewTimer(time.Hour), retry: time.NewTimer(time.Hour),
 		dialRes:  make(chan dialResult, 1),
-		waiters:  make(map[Subscription][]*sigCmd),
-		subIndex: make(map[Subscription]int),
+		waiters:  make(map[subKey][]*sigCmd),
+		subIndex: make(map[subKey]int),
 	}
 	defer a.hb.Stop()
 
@@ -300,11 +300,11 @@ func TestSignalActorAnswersEveryCallWhenAReplyToALostConnectionEndsIt(t *testing
 		_, _ = srv.Write([]byte("error\n"))
 		_ = srv.Close()
 	}()
-	sub := Subscription{Pattern: "a"}
-	a.addSub(sub)
+	key := subKey{pattern: "a"}
+	a.addSub(key)
 	req, _ := wire.Listen("a", "")
-	a.send(inflight{kind: callResub, sub: sub}, req)
-	listen := &sigCmd{op: opListen, sub: Subscription{Pattern: "b"}, reply: make(chan cmdResult, 1)}
+	a.send(inflight{kind: callResub, key: key}, req)
+	listen := &sigCmd{op: opListen, key: subKey{pattern: "b"}, reply: make(chan cmdResult, 1)}
 	listen.req, _ = wire.Listen("b", "")
 	a.command(listen)
 

@@ -271,7 +271,7 @@ func TestRouterKeepsHandlingAfterTheServerDropsItsConnections(t *testing.T) {
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
 	var evs events
-	r := newRouter(t, c, dfstream.WithEventHandler(evs.add),
+	r := newRouter(t, c, dfstream.WithRouterEventHandler(evs.add),
 		dfstream.WithRouterSignalOptions(dfstream.WithSignalBackoff(20*time.Millisecond, 100*time.Millisecond)))
 	plain, group := &recorder{}, &recorder{}
 	require.NoError(t, r.Handle(p+".x", plain))
@@ -338,10 +338,10 @@ func TestRouterBlockedHandlerOverflowsAloneAndCountsExactly(t *testing.T) {
 			c := newClient(t, []string{addr})
 			p := chanPrefix(t)
 			var evs events
-			r := newRouter(t, c, dfstream.WithEventHandler(evs.add),
-				dfstream.WithRouterSignalOptions(dfstream.WithHeartbeat(100*time.Millisecond)))
+			r := newRouter(t, c, dfstream.WithRouterEventHandler(evs.add),
+				dfstream.WithRouterSignalOptions(dfstream.WithSignalHeartbeat(100*time.Millisecond)))
 			blocked, other := newBlocker(), &recorder{}
-			require.NoError(t, r.Handle(p+".work", blocked, dfstream.WithQueueSize(queue), dfstream.WithHandlerOverflow(policy)))
+			require.NoError(t, r.Handle(p+".work", blocked, dfstream.WithHandlerQueueSize(queue), dfstream.WithHandlerOverflow(policy)))
 			require.NoError(t, r.Handle(p+".work", other))
 			runRouter(t, r)
 			t.Cleanup(func() {
@@ -409,7 +409,7 @@ func TestRouterOverflowFailStreamStopsRunWithATypedError(t *testing.T) {
 	p := chanPrefix(t)
 	r := newRouter(t, c)
 	blocked := newBlocker()
-	require.NoError(t, r.Handle(p+".f", blocked, dfstream.WithQueueSize(2), dfstream.WithHandlerOverflow(dfstream.FailStream)))
+	require.NoError(t, r.Handle(p+".f", blocked, dfstream.WithHandlerQueueSize(2), dfstream.WithHandlerOverflow(dfstream.FailStream)))
 	errc, panicked := runResult(r, context.Background())
 	waitReady(t, r, errc, panicked)
 	flood(t, c, p+".f", 0, 1)
@@ -432,7 +432,7 @@ func TestRouterRecoverTurnsAPanicIntoAnErrorAndGoesOn(t *testing.T) {
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
 	errs := make(chan error, 10)
-	r := newRouter(t, c, dfstream.WithErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
+	r := newRouter(t, c, dfstream.WithRouterErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
 		assert.Equal(t, "boom", sig.Payload)
 		errs <- err
 	}))
@@ -546,7 +546,7 @@ func TestRouterTimeoutAndLoggingMiddleware(t *testing.T) {
 	p := chanPrefix(t)
 	var logBuf syncBuffer
 	errs := make(chan error, 10)
-	r := newRouter(t, c, dfstream.WithErrorHandler(func(_ context.Context, _ dfstream.Signal, err error) { errs <- err }))
+	r := newRouter(t, c, dfstream.WithRouterErrorHandler(func(_ context.Context, _ dfstream.Signal, err error) { errs <- err }))
 	r.Use(dfstream.Logging(zerolog.New(&logBuf).Level(zerolog.DebugLevel)))
 	require.NoError(t, r.HandleFunc(p+".slow", func(ctx context.Context, sig dfstream.Signal) error {
 		<-ctx.Done()
@@ -615,9 +615,9 @@ func TestRouterConcurrencyAndOrderedDelivery(t *testing.T) {
 		barrier.Wait()
 		inFlight.Add(-1)
 		return nil
-	}, dfstream.WithConcurrency(4)))
+	}, dfstream.WithHandlerConcurrency(4)))
 
-	// Ordered (the default): one at a time, in arrival order.
+	// The default: one at a time, in arrival order.
 	var orderedIn atomic.Int64
 	ordered := &recorder{}
 	require.NoError(t, r.HandleFunc(p+".ord", func(ctx context.Context, sig dfstream.Signal) error {
@@ -627,7 +627,7 @@ func TestRouterConcurrencyAndOrderedDelivery(t *testing.T) {
 		time.Sleep(time.Millisecond)
 		orderedIn.Add(-1)
 		return ordered.HandleSignal(ctx, sig)
-	}, dfstream.Ordered()))
+	}))
 	runRouter(t, r)
 
 	floodPaced(t, c, p+".par", 0, 4, routerReceived(r))
@@ -663,15 +663,17 @@ func TestRouterInvalidRegistrationsAreTypedErrorsAndNothingIsSent(t *testing.T) 
 	assert.ErrorIs(t, r.Handle("a.b", nil), dfstream.ErrInvalidInput)
 	assert.ErrorIs(t, r.HandleFunc("a.b", nil), dfstream.ErrInvalidInput)
 	for name, o := range map[string]dfstream.HandlerOption{
-		"concurrency": dfstream.WithConcurrency(0),
-		"queue":       dfstream.WithQueueSize(0),
+		"concurrency": dfstream.WithHandlerConcurrency(0),
+		"queue":       dfstream.WithHandlerQueueSize(0),
 		"policy":      dfstream.WithHandlerOverflow(dfstream.OverflowPolicy(-1)),
 		"timeout":     dfstream.WithHandlerTimeout(0),
 		"middleware":  dfstream.WithHandlerMiddleware(nil),
 	} {
 		assert.ErrorIs(t, r.Handle("a.b", nop, o), dfstream.ErrInvalidInput, name)
 	}
-	_, err := dfstream.NewRouter(c, dfstream.WithErrorHandler(nil))
+	_, err := dfstream.NewRouter(c, dfstream.WithRouterErrorHandler(nil))
+	assert.ErrorIs(t, err, dfstream.ErrInvalidInput)
+	_, err = dfstream.NewRouter(c, dfstream.WithRouterEventHandler(nil))
 	assert.ErrorIs(t, err, dfstream.ErrInvalidInput)
 	assert.ErrorIs(t, r.Run(context.Background()), dfstream.ErrInvalidInput, "no handlers")
 	select {
@@ -807,12 +809,12 @@ func startGatedBurst(t *testing.T, sigOpts ...dfstream.SignalOption) *gatedBurst
 	p := chanPrefix(t)
 	g := &gatedBurst{gate: make(chan struct{}), slow: newBlocker()}
 	var once sync.Once
-	g.r = newRouter(t, c, dfstream.WithEventHandler(func(ev dfstream.Event) {
+	g.r = newRouter(t, c, dfstream.WithRouterEventHandler(func(ev dfstream.Event) {
 		if _, ok := ev.(dfstream.Overflow); ok {
 			once.Do(func() { <-g.gate })
 		}
 	}), dfstream.WithRouterSignalOptions(sigOpts...))
-	require.NoError(t, g.r.Handle(p+".burst", g.slow, dfstream.WithQueueSize(1)))
+	require.NoError(t, g.r.Handle(p+".burst", g.slow, dfstream.WithHandlerQueueSize(1)))
 	var ctx context.Context
 	ctx, g.cancel = context.WithCancel(context.Background())
 	t.Cleanup(g.cancel)
@@ -876,7 +878,7 @@ func TestRouterPanicInErrorHandlerStopsRun(t *testing.T) {
 	addr, _ := testServer(t, dflockdtest.Config{})
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
-	r := newRouter(t, c, dfstream.WithErrorHandler(func(context.Context, dfstream.Signal, error) { panic("error hook") }))
+	r := newRouter(t, c, dfstream.WithRouterErrorHandler(func(context.Context, dfstream.Signal, error) { panic("error hook") }))
 	require.NoError(t, r.HandleFunc(p+".e", func(context.Context, dfstream.Signal) error { return errors.New("fails") }))
 	errc, panicked := runResult(r, context.Background())
 	waitReady(t, r, errc, panicked)
@@ -899,7 +901,7 @@ func TestRouterPanicInEventHandlerStopsRun(t *testing.T) {
 	needServer(t, srv, "DropConnections")
 	c := newClient(t, []string{addr})
 	p := chanPrefix(t)
-	r := newRouter(t, c, dfstream.WithEventHandler(func(ev dfstream.Event) {
+	r := newRouter(t, c, dfstream.WithRouterEventHandler(func(ev dfstream.Event) {
 		if _, ok := ev.(dfstream.Disconnected); ok {
 			panic("event hook")
 		}

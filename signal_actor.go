@@ -29,7 +29,8 @@ const (
 // reply, which has room for the answer.
 type sigCmd struct {
 	op    cmdOp
-	sub   Subscription
+	key   subKey
+	only  *Subscription // Unlisten: only if the stream's subscription to key is this one
 	req   wire.Request
 	ctx   context.Context // Emit only: not sent once the caller gave up
 	reply chan cmdResult
@@ -37,10 +38,11 @@ type sigCmd struct {
 
 type cmdResult struct {
 	n   int
+	sub *Subscription // Listen: the subscription, when confirmed
 	err error
 }
 
-func (cmd *sigCmd) answer(n int, err error) { cmd.reply <- cmdResult{n, err} }
+func (cmd *sigCmd) answer(n int, err error) { cmd.reply <- cmdResult{n: n, err: err} }
 
 // callKind says what an in-flight request is for.
 type callKind uint8
@@ -77,7 +79,7 @@ type inflight struct {
 	kind callKind
 	call *wire.Call
 	cmd  *sigCmd
-	sub  Subscription
+	key  subKey
 	seq  uint64 // callProbe: the probe's sequence number
 	prev uint64 // callProbe: the probe expected back before this one
 }
@@ -106,7 +108,7 @@ type dialResult struct {
 }
 
 type subState struct {
-	sub       Subscription
+	sub       *Subscription
 	confirmed bool
 }
 
@@ -119,13 +121,14 @@ type sigActor struct {
 	waiting []*sigCmd  // emits waiting for a connection
 	// waiters are Listen calls waiting for the server to confirm a
 	// subscription that is registered but not yet (re)established.
-	waiters  map[Subscription][]*sigCmd
+	waiters  map[subKey][]*sigCmd
 	subs     []subState
-	subIndex map[Subscription]int
+	subIndex map[subKey]int
+	subSeq   uint64 // subscriptions made
 
 	// unlistening counts the Unlisten requests in flight per subscription:
 	// a Listen confirmed while one is pending was overtaken by it.
-	unlistening map[Subscription]int
+	unlistening map[subKey]int
 
 	staged Event // taken from the inbox, being offered to the consumer
 
@@ -264,6 +267,9 @@ func (a *sigActor) finish() {
 		}
 	}
 	a.waiters = nil
+	for _, st := range a.subs {
+		st.sub.listening.Store(false)
+	}
 	final := a.final
 	if final == nil {
 		final = Closed{At: time.Now()}
@@ -321,12 +327,12 @@ func (a *sigActor) connected() {
 		if a.conn == nil {
 			return
 		}
-		sub := a.subs[i].sub
-		req, err := wire.Listen(sub.Pattern, sub.Group)
+		key := a.subs[i].sub.key
+		req, err := wire.Listen(key.pattern, key.group)
 		if err != nil {
 			continue // validated when added; cannot happen
 		}
-		if a.send(inflight{kind: callResub, sub: sub}, req) {
+		if a.send(inflight{kind: callResub, key: key}, req) {
 			a.resubLeft++
 		}
 	}
@@ -400,7 +406,7 @@ func (a *sigActor) send(c inflight, req wire.Request) bool {
 	c.call = call
 	a.calls = append(a.calls, c)
 	if c.kind == callUnlisten {
-		a.unlistening[c.sub]++
+		a.unlistening[c.key]++
 	}
 	return true
 }
@@ -412,7 +418,7 @@ func (a *sigActor) requeue(c inflight) {
 	case callEmit:
 		a.waiting = append(a.waiting, c.cmd)
 	case callListen:
-		a.waiters[c.sub] = append(a.waiters[c.sub], c.cmd)
+		a.waiters[c.key] = append(a.waiters[c.key], c.cmd)
 	case callUnlisten:
 		c.cmd.answer(0, nil)
 	}
@@ -421,23 +427,27 @@ func (a *sigActor) requeue(c inflight) {
 func (a *sigActor) command(cmd *sigCmd) {
 	switch cmd.op {
 	case opListen:
-		a.addSub(cmd.sub)
+		a.addSub(cmd.key)
 		if a.conn == nil {
-			a.waiters[cmd.sub] = append(a.waiters[cmd.sub], cmd)
+			a.waiters[cmd.key] = append(a.waiters[cmd.key], cmd)
 			return
 		}
-		a.send(inflight{kind: callListen, cmd: cmd, sub: cmd.sub}, cmd.req)
+		a.send(inflight{kind: callListen, cmd: cmd, key: cmd.key}, cmd.req)
 	case opUnlisten:
-		a.removeSub(cmd.sub)
-		for _, w := range a.waiters[cmd.sub] {
-			w.answer(0, fmt.Errorf("dfstream: listen %s: %w", cmd.sub, ErrUnlistened))
+		if cmd.only != nil && a.sub(cmd.key) != cmd.only {
+			cmd.answer(0, nil) // gone already: nothing of it to drop
+			return
 		}
-		delete(a.waiters, cmd.sub)
+		a.removeSub(cmd.key)
+		for _, w := range a.waiters[cmd.key] {
+			w.answer(0, fmt.Errorf("dfstream: listen %s: %w", cmd.key, ErrUnlistened))
+		}
+		delete(a.waiters, cmd.key)
 		if a.conn == nil {
 			cmd.answer(0, nil)
 			return
 		}
-		a.send(inflight{kind: callUnlisten, cmd: cmd, sub: cmd.sub}, cmd.req)
+		a.send(inflight{kind: callUnlisten, cmd: cmd, key: cmd.key}, cmd.req)
 	case opEmit:
 		if !a.ready {
 			a.waiting = append(a.waiting, cmd)
@@ -456,24 +466,46 @@ func (a *sigActor) emit(cmd *sigCmd) {
 	a.send(inflight{kind: callEmit, cmd: cmd}, cmd.req)
 }
 
-func (a *sigActor) addSub(sub Subscription) {
-	if _, ok := a.subIndex[sub]; ok {
+// sub returns the stream's subscription to key, nil if it has none.
+func (a *sigActor) sub(key subKey) *Subscription {
+	if i, ok := a.subIndex[key]; ok {
+		return a.subs[i].sub
+	}
+	return nil
+}
+
+func (a *sigActor) addSub(key subKey) {
+	if _, ok := a.subIndex[key]; ok {
 		return
 	}
-	a.subIndex[sub] = len(a.subs)
+	a.subSeq++
+	sub := &Subscription{Pattern: key.pattern, Group: key.group, s: a.s, key: key, seq: a.subSeq}
+	sub.self = []*Subscription{sub}
+	sub.listening.Store(true)
+	a.subIndex[key] = len(a.subs)
 	a.subs = append(a.subs, subState{sub: sub})
 	a.publishSubs()
 }
 
-func (a *sigActor) removeSub(sub Subscription) {
-	i, ok := a.subIndex[sub]
+// answerListen answers a Listen of key: with its subscription, or err.
+func (a *sigActor) answerListen(cmd *sigCmd, key subKey, err error) {
+	r := cmdResult{err: err}
+	if err == nil {
+		r.sub = a.sub(key)
+	}
+	cmd.reply <- r
+}
+
+func (a *sigActor) removeSub(key subKey) {
+	i, ok := a.subIndex[key]
 	if !ok {
 		return
 	}
+	a.subs[i].sub.listening.Store(false)
 	a.subs = append(a.subs[:i], a.subs[i+1:]...)
-	delete(a.subIndex, sub)
+	delete(a.subIndex, key)
 	for j := i; j < len(a.subs); j++ {
-		a.subIndex[a.subs[j].sub] = j
+		a.subIndex[a.subs[j].sub.key] = j
 	}
 	a.publishSubs()
 }
@@ -481,9 +513,9 @@ func (a *sigActor) removeSub(sub Subscription) {
 // publishSubs replaces the snapshot the push handler reads.
 func (a *sigActor) publishSubs() {
 	snap := &subSnapshot{}
-	list := make([]Subscription, len(a.subs))
+	list := make([]*Subscription, len(a.subs))
 	for i, st := range a.subs {
-		snap.trie.Insert(st.sub.Pattern, st.sub)
+		snap.trie.Insert(st.sub.key.pattern, st.sub)
 		list[i] = st.sub
 	}
 	a.s.subs.Store(snap)
@@ -520,8 +552,8 @@ func (a *sigActor) replies() {
 
 // unlistened records that the Unlisten c is no longer in flight.
 func (a *sigActor) unlistened(c inflight) {
-	if a.unlistening[c.sub]--; a.unlistening[c.sub] <= 0 {
-		delete(a.unlistening, c.sub)
+	if a.unlistening[c.key]--; a.unlistening[c.key] <= 0 {
+		delete(a.unlistening, c.key)
 	}
 }
 
@@ -546,26 +578,26 @@ func (a *sigActor) handle(c inflight, line string) {
 	switch c.kind {
 	case callListen:
 		err := wire.ParseOK("listen", line)
-		if a.unlistening[c.sub] > 0 {
+		if a.unlistening[c.key] > 0 {
 			// An Unlisten sent after this Listen undoes it.
 			if err == nil {
-				err = fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened)
+				err = fmt.Errorf("dfstream: listen %s: %w", c.key, ErrUnlistened)
 			}
 			c.cmd.answer(0, err)
 			return
 		}
-		if i, ok := a.subIndex[c.sub]; ok {
+		if i, ok := a.subIndex[c.key]; ok {
 			if err == nil {
 				a.subs[i].confirmed = true
 			} else if !a.subs[i].confirmed {
-				a.removeSub(c.sub)
+				a.removeSub(c.key)
 			}
 		}
-		c.cmd.answer(0, err)
-		for _, w := range a.waiters[c.sub] {
-			w.answer(0, err)
+		a.answerListen(c.cmd, c.key, err)
+		for _, w := range a.waiters[c.key] {
+			a.answerListen(w, c.key, err)
 		}
-		delete(a.waiters, c.sub)
+		delete(a.waiters, c.key)
 	case callUnlisten:
 		c.cmd.answer(0, wire.ParseOK("unlisten", line))
 	case callEmit:
@@ -580,21 +612,21 @@ func (a *sigActor) handle(c inflight, line string) {
 			}
 		} else {
 			if err != nil {
-				err = fmt.Errorf("dfstream: listen again to %s after reconnecting: %w", c.sub, err)
-				for _, w := range a.waiters[c.sub] {
+				err = fmt.Errorf("dfstream: listen again to %s after reconnecting: %w", c.key, err)
+				for _, w := range a.waiters[c.key] {
 					w.answer(0, err)
 				}
-				delete(a.waiters, c.sub)
+				delete(a.waiters, c.key)
 				a.stop(Failed{Err: err, At: time.Now()}, err)
 				return
 			}
-			if i, ok := a.subIndex[c.sub]; ok {
+			if i, ok := a.subIndex[c.key]; ok {
 				a.subs[i].confirmed = true
 			}
-			for _, w := range a.waiters[c.sub] {
-				w.answer(0, nil)
+			for _, w := range a.waiters[c.key] {
+				a.answerListen(w, c.key, nil)
 			}
-			delete(a.waiters, c.sub)
+			delete(a.waiters, c.key)
 		}
 		if a.resubLeft--; a.resubLeft == 0 && a.conn != nil {
 			a.resubscribed()
@@ -850,13 +882,13 @@ func (a *sigActor) lost(reason error) {
 		}
 		switch c.kind {
 		case callListen:
-			if _, ok := a.subIndex[c.sub]; !ok || a.unlistening[c.sub] > 0 {
+			if _, ok := a.subIndex[c.key]; !ok || a.unlistening[c.key] > 0 {
 				// An Unlisten overtook it: nothing will listen again
-				// to c.sub, so it would wait forever.
-				c.cmd.answer(0, fmt.Errorf("dfstream: listen %s: %w", c.sub, ErrUnlistened))
+				// to c.key, so it would wait forever.
+				c.cmd.answer(0, fmt.Errorf("dfstream: listen %s: %w", c.key, ErrUnlistened))
 				continue
 			}
-			a.waiters[c.sub] = append(a.waiters[c.sub], c.cmd)
+			a.waiters[c.key] = append(a.waiters[c.key], c.cmd)
 		case callUnlisten, callEmit:
 			if c.kind == callUnlisten {
 				a.unlistened(c)

@@ -38,13 +38,14 @@ type sigInbox struct {
 	nsig       int // signals in q
 	max        int
 	policy     OverflowPolicy
-	staged     bool // the actor holds the event taken from the head of q
-	stagedSig  bool // ... and it is a signal, counted toward max
-	stagedGone bool // ... and DropOldest took it back: it counts as dropped
-	gate       int  // index in q from which events wait for Reconnected; -1 if none
-	gated      int  // signals in q behind gate
-	grace      int  // released signals in q that do not count toward max
-	graceSpan  int  // signals at the head of q up to the last released one
+	staged     bool  // the actor holds the event taken from the head of q
+	stagedEv   Event // ... that event, for its subscriptions' counters
+	stagedSig  bool  // ... and it is a signal, counted toward max
+	stagedGone bool  // ... and DropOldest took it back: it counts as dropped
+	gate       int   // index in q from which events wait for Reconnected; -1 if none
+	gated      int   // signals in q behind gate
+	grace      int   // released signals in q that do not count toward max
+	graceSpan  int   // signals at the head of q up to the last released one
 	closed     bool
 	failed     bool
 	ovPos      int // index in q of an Overflow event drops can still fold into; -1 if none
@@ -83,7 +84,7 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 	b.st.Received++
 	if b.gate >= 0 {
 		if b.gated >= b.max {
-			b.st.Dropped++
+			b.dropped(sig, 1)
 			b.overflow(b.ovPos >= b.gate && b.ovPos == len(b.q)-1, DropNewest)
 			return true
 		}
@@ -95,7 +96,7 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 	if len(b.q) == 0 && !b.staged {
 		select {
 		case b.ch <- sig:
-			b.st.Delivered++
+			b.delivered(sig, 1)
 			return false
 		default:
 		}
@@ -105,9 +106,9 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 		held++
 	}
 	if held >= b.max {
-		b.st.Dropped++
 		switch b.policy {
 		case DropNewest:
+			b.dropped(sig, 1)
 			b.overflow(len(b.q) > 0 && b.ovPos == len(b.q)-1, b.policy)
 			return true
 		case DropOldest:
@@ -115,11 +116,13 @@ func (b *sigInbox) pushSignal(sig Signal) (dropped bool) {
 				// The staged signal is the oldest: the actor takes the
 				// next one instead (retake).
 				b.stagedSig, b.stagedGone = false, true
+				b.dropped(b.stagedEv, 1)
 			} else {
-				b.removeOldestSignal()
+				b.dropped(b.removeOldestSignal(), 1)
 			}
 			b.overflow(b.ovPos >= 0, b.policy)
 		case FailStream:
+			b.dropped(sig, 1)
 			b.failed, b.closed = true, true
 			b.notify()
 			return true
@@ -147,10 +150,33 @@ func (b *sigInbox) overflow(fold bool, policy OverflowPolicy) {
 	b.notify()
 }
 
-// undrop takes back the count of a signal dropped that was delivered after
-// all, from the stats and from the pending Overflow event.
-func (b *sigInbox) undrop() {
-	b.st.Dropped--
+// delivered counts n (1, or -1 to take one back) signals like ev handed to
+// the consumer, in the stream's stats and its subscriptions'.
+func (b *sigInbox) delivered(ev Event, n int) {
+	sig, ok := ev.(Signal)
+	if !ok {
+		return
+	}
+	b.st.Delivered += uint64(n)
+	for _, sub := range sig.subs {
+		sub.delivered.Add(uint64(n))
+	}
+}
+
+// dropped counts n (1, or -1 to take one back) signals lost, in the
+// stream's stats, and in the subscriptions of ev, the signal lost if known.
+func (b *sigInbox) dropped(ev Event, n int) {
+	b.st.Dropped += uint64(n)
+	sig, _ := ev.(Signal)
+	for _, sub := range sig.subs {
+		sub.dropped.Add(uint64(n))
+	}
+}
+
+// undrop takes back the count of the signal sig, dropped but delivered
+// after all, from the stats and from the pending Overflow event.
+func (b *sigInbox) undrop(sig Event) {
+	b.dropped(sig, -1)
 	if b.ovPos < 0 {
 		return // the consumer has the Overflow event already
 	}
@@ -167,10 +193,10 @@ func (b *sigInbox) undrop() {
 	b.ovPos = -1
 }
 
-// removeOldestSignal removes the first signal in q (DropOldest) and reports
-// whether there was one. Signals behind the gate are not the consumer's yet:
-// the policy does not apply to them.
-func (b *sigInbox) removeOldestSignal() bool {
+// removeOldestSignal removes the first signal in q (DropOldest) and returns
+// it, nil if there is none. Signals behind the gate are not the consumer's
+// yet: the policy does not apply to them.
+func (b *sigInbox) removeOldestSignal() Event {
 	for i, ev := range b.q {
 		if i == b.gate {
 			break
@@ -179,23 +205,22 @@ func (b *sigInbox) removeOldestSignal() bool {
 			continue
 		}
 		if i == 0 {
-			b.popFront()
-		} else {
-			copy(b.q[i:], b.q[i+1:])
-			b.q[len(b.q)-1] = nil
-			b.q = b.q[:len(b.q)-1]
-			b.nsig--
-			b.signalLeft()
-			if b.ovPos > i {
-				b.ovPos--
-			}
-			if b.gate > i {
-				b.gate--
-			}
+			return b.popFront()
 		}
-		return true
+		copy(b.q[i:], b.q[i+1:])
+		b.q[len(b.q)-1] = nil
+		b.q = b.q[:len(b.q)-1]
+		b.nsig--
+		b.signalLeft()
+		if b.ovPos > i {
+			b.ovPos--
+		}
+		if b.gate > i {
+			b.gate--
+		}
+		return ev
 	}
-	return false
+	return nil
 }
 
 // signalLeft records that one of the signals ahead of the gate left q: the
@@ -310,14 +335,12 @@ func (b *sigInbox) nextLocked() Event {
 		select {
 		case b.ch <- ev:
 			b.popFront()
-			if _, ok := ev.(Signal); ok {
-				b.st.Delivered++
-			}
+			b.delivered(ev, 1)
 			continue
 		default:
 		}
 		b.popFront()
-		b.staged = true
+		b.staged, b.stagedEv = true, ev
 		_, b.stagedSig = ev.(Signal)
 		return ev
 	}
@@ -329,15 +352,13 @@ func (b *sigInbox) nextLocked() Event {
 func (b *sigInbox) sent(ev Event) Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.staged, b.stagedSig = false, false
-	if _, ok := ev.(Signal); ok {
-		b.st.Delivered++
-		if b.stagedGone {
-			// Delivered before the actor saw it taken back: it was not
-			// dropped after all, and the buffer has room for the rest.
-			b.stagedGone = false
-			b.undrop()
-		}
+	b.staged, b.stagedEv, b.stagedSig = false, nil, false
+	b.delivered(ev, 1)
+	if b.stagedGone {
+		// Delivered before the actor saw it taken back: it was not
+		// dropped after all, and the buffer has room for the rest.
+		b.stagedGone = false
+		b.undrop(ev)
 	}
 	return b.nextLocked()
 }
@@ -350,7 +371,7 @@ func (b *sigInbox) retake(staged Event) Event {
 	if !b.stagedGone {
 		return staged
 	}
-	b.staged, b.stagedGone = false, false
+	b.staged, b.stagedEv, b.stagedGone = false, nil, false
 	return b.nextLocked()
 }
 
@@ -392,7 +413,7 @@ func (b *sigInbox) finish(staged, final Event, block bool) {
 	if staged != nil && !b.stagedGone {
 		rest = append([]Event{staged}, rest...)
 	}
-	b.q, b.nsig, b.staged, b.stagedSig, b.stagedGone, b.gate = nil, 0, false, false, false, -1
+	b.q, b.nsig, b.staged, b.stagedEv, b.stagedSig, b.stagedGone, b.gate = nil, 0, false, nil, false, false, -1
 	b.gated, b.grace, b.graceSpan = 0, 0, 0
 	if block {
 		// Send without the lock: Stats stays callable meanwhile, and
@@ -400,11 +421,9 @@ func (b *sigInbox) finish(staged, final Event, block bool) {
 		b.mu.Unlock()
 		for _, ev := range rest {
 			b.ch <- ev
-			if _, ok := ev.(Signal); ok {
-				b.mu.Lock()
-				b.st.Delivered++
-				b.mu.Unlock()
-			}
+			b.mu.Lock()
+			b.delivered(ev, 1)
+			b.mu.Unlock()
 		}
 		b.ch <- final
 		close(b.ch)
@@ -417,9 +436,7 @@ func (b *sigInbox) finish(staged, final Event, block bool) {
 		if !full {
 			select {
 			case b.ch <- ev:
-				if isSig {
-					b.st.Delivered++
-				}
+				b.delivered(ev, 1)
 				continue
 			default:
 				full = true
@@ -439,7 +456,7 @@ func (b *sigInbox) finish(staged, final Event, block bool) {
 		select {
 		case old := <-b.ch:
 			if _, ok := old.(Signal); ok {
-				b.st.Delivered--
+				b.delivered(old, -1)
 				b.st.Discarded++
 			}
 		default:

@@ -171,3 +171,40 @@ func TestSignalHeartbeatIntervalsSpreadWithinTheLastFifthNeverBeyond(t *testing.
 	assert.Greater(t, len(seen), 100, "streams started together do not all dial at once")
 	assert.Equal(t, time.Nanosecond, heartbeatJitter(time.Nanosecond))
 }
+
+// subscribed returns a signal with payload p that matched sub.
+func subscribed(sub *Subscription, p string) Signal {
+	return Signal{Payload: p, subs: sub.self}
+}
+
+func TestSignalInboxCountsTheSubscriptionOfTheOldestSignalDropOldestDrops(t *testing.T) {
+	t.Parallel()
+	old, recent := &Subscription{}, &Subscription{}
+	old.self, recent.self = []*Subscription{old}, []*Subscription{recent}
+	b := newSigInbox(1, 1, DropOldest)
+	b.pushSignal(subscribed(old, "0")) // straight into the channel
+	b.pushSignal(subscribed(old, "1"))
+	staged := b.next()
+	b.pushSignal(subscribed(recent, "2")) // takes the staged "1" back
+
+	assert.Equal(t, SubscriptionStats{Delivered: 1, Dropped: 1}, old.Stats())
+	assert.Equal(t, SubscriptionStats{}, recent.Stats())
+	assert.Equal(t, []string{"0", "2"}, payloads(t, b, b.retake(staged)))
+	assert.Equal(t, SubscriptionStats{Delivered: 1}, recent.Stats())
+}
+
+func TestSignalInboxTakesBackTheSubscriptionsDropOfASignalDeliveredMeanwhile(t *testing.T) {
+	t.Parallel()
+	sub := &Subscription{}
+	sub.self = []*Subscription{sub}
+	b := newSigInbox(1, 1, DropOldest)
+	b.pushSignal(subscribed(sub, "0"))
+	b.pushSignal(subscribed(sub, "1"))
+	staged := b.next()
+	b.pushSignal(subscribed(sub, "2")) // takes the staged "1" back ...
+	<-b.ch
+	b.ch <- staged // ... which the actor's send delivered meanwhile
+	b.sent(staged)
+
+	assert.Equal(t, SubscriptionStats{Delivered: 2}, sub.Stats())
+}

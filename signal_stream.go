@@ -1,11 +1,13 @@
 package dfstream
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +39,7 @@ const (
 )
 
 // ProbeChannelPrefix starts the channels a signal stream uses to probe its
-// own connection (see WithHeartbeat). dfstream listeners never deliver
+// own connection (see WithSignalHeartbeat). dfstream listeners never deliver
 // signals on channels with this prefix; other clients listening to wide
 // patterns such as ">" see them, once per heartbeat per stream (twice on
 // servers that answer error to ping).
@@ -79,187 +81,79 @@ func (p OverflowPolicy) String() string {
 
 func (p OverflowPolicy) valid() bool { return p >= DropNewest && p <= FailStream }
 
-// SignalOption configures a signal stream (Client.Signals) or the streams of
-// a Router (WithRouterSignalOptions).
-type SignalOption interface {
-	applySignal(*signalConfig) error
-}
-
-type signalOption func(*signalConfig) error
-
-func (f signalOption) applySignal(c *signalConfig) error { return f(c) }
-
-type signalConfig struct {
-	server       string // "" = the Client's first server
-	heartbeat    time.Duration
-	heartbeatSet bool
-	probe        bool
-	buffer       int
-	policy       OverflowPolicy
-	backoffMin   time.Duration
-	backoffMax   time.Duration
-	eventBuffer  int
-	// drain makes the end of the stream deliver everything still buffered
-	// with blocking sends: for the Router, whose dispatchers read the
-	// Events channel until it closes.
-	drain bool
-}
-
-func (c *Client) defaultSignalConfig() signalConfig {
-	return signalConfig{
-		heartbeat:   DefaultHeartbeat,
-		probe:       true,
-		buffer:      DefaultSignalBuffer,
-		policy:      DefaultOverflow,
-		backoffMin:  100 * time.Millisecond,
-		backoffMax:  5 * time.Second,
-		eventBuffer: DefaultSignalEventBuffer,
-	}
-}
-
-// WithSignalServer picks the server a signal stream connects to (default:
-// the Client's first server). Signals are not sharded: an emitter and its
-// listeners must use the same server.
-func WithSignalServer(addr string) SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		if addr == "" {
-			return invalidOption("WithSignalServer", addr, "empty address")
-		}
-		c.server = addr
-		return nil
-	})
-}
-
-// WithHeartbeat sets how often the stream sends ping to keep an idle
-// connection alive past the server's read timeout (default 15s, or half the
-// configured server read timeout when that is shorter; 0 turns the heartbeat
-// off). Servers that answer error to ping are fine: any request re-arms the
-// server's read deadline.
+// Subscription is one of a SignalStream's subscriptions, as Listen and
+// ListenGroup return it: a pattern, the queue group it joined ("" for
+// none), and its own counters. Its signals arrive on the stream's Events
+// channel, in order with every other event of the stream: one channel for
+// a select loop, whatever the number of subscriptions. Pattern and Group
+// are as given to Listen; changing them changes nothing.
 //
-// Each heartbeat is also an end-to-end probe: the stream emits a signal to a
-// private channel (under ProbeChannelPrefix) that its own connection listens
-// to, on a freshly dialled connection to the same address, the way any
-// emitter reaches the server. If that signal has not come back by the next
-// heartbeat (by the one after, if the server was slow to answer it), or a
-// ping is still unanswered, the connection is deemed silent
-// (ErrSilentConnection: the server keeps it open but delivers nothing,
-// protocol.md §4) and the stream reconnects. A black hole is therefore
-// noticed within two intervals, three if the server answers slowly. So is
-// a server restarted gracefully: the old process keeps serving this
-// connection while it drains, and a new one takes the address and everyone
-// else's signals; the new one counts no copy of the probe, twice in a row,
-// and the stream reconnects to it (within three intervals of the
-// takeover). A single probe the server counts no copy of (it may have found
-// the connection's push queue full, and dropped the copy) is not held
-// against the connection. When no other connection can be made, the probe
-// goes on the stream's own connection, as it does while the previous
-// probe's dial still hangs.
-//
-// The cost, per stream and per interval, is one short-lived connection: a
-// TCP handshake, a TLS one with WithTLS, the token exchange with
-// WithAuthToken, and one request. A Router's streams each dial their own.
-// Each interval is drawn between four fifths of interval and interval, so
-// that streams started together do not all dial at the same instant.
-//
-// Servers that answer error to ping (those of the signals era, which log a
-// warning each time) are not pinged again on that connection: a signal to
-// the probe channel on the connection itself keeps it alive instead.
-func WithHeartbeat(interval time.Duration) SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		if interval < 0 {
-			return invalidOption("WithHeartbeat", interval, "must not be negative")
-		}
-		c.heartbeat, c.heartbeatSet = interval, true
-		return nil
-	})
-}
-
-// WithProbe turns the end-to-end probe of each heartbeat on (the default) or
-// off. Without it the heartbeat only pings, which keeps the connection open
-// but cannot tell a connection whose pushes the server discards.
-func WithProbe(on bool) SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		c.probe = on
-		return nil
-	})
-}
-
-// WithSignalBuffer sets how many signals the stream holds for a consumer
-// that has fallen behind, beyond those already in the Events channel
-// (default 1024, at least 1). What happens beyond it is the overflow policy.
-//
-// Signals that arrive on a new connection before Reconnected is queued are
-// held back until it is, and are not counted against the buffer, nor
-// subject to the policy (the consumer could not have read them): up to n
-// are held, and later ones are dropped, counted in Stats().Dropped and in
-// an Overflow event after Reconnected. They never fail the stream: they lie
-// in the window Disconnected declares signals may have been missed in.
-func WithSignalBuffer(n int) SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		if n < 1 {
-			return invalidOption("WithSignalBuffer", n, "must be at least 1")
-		}
-		c.buffer = n
-		return nil
-	})
-}
-
-// WithOverflow sets the overflow policy (default DropNewest).
-func WithOverflow(p OverflowPolicy) SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		if !p.valid() {
-			return invalidOption("WithOverflow", p, "unknown policy")
-		}
-		c.policy = p
-		return nil
-	})
-}
-
-// WithSignalBackoff bounds the wait between reconnection attempts: it starts
-// at min, doubles up to max, and is jittered (default 100ms to 5s).
-func WithSignalBackoff(min, max time.Duration) SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		if min <= 0 || max < min {
-			return invalidOption("WithSignalBackoff", [2]time.Duration{min, max}, "need 0 < min <= max")
-		}
-		c.backoffMin, c.backoffMax = min, max
-		return nil
-	})
-}
-
-// drainOnClose is the Router's option for its own streams (signalConfig.drain).
-func drainOnClose() SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		c.drain = true
-		return nil
-	})
-}
-
-// WithSignalEventBuffer sets the capacity of the stream's Events channel
-// (default 64, at least 1).
-func WithSignalEventBuffer(n int) SignalOption {
-	return signalOption(func(c *signalConfig) error {
-		if n < 1 {
-			return invalidOption("WithSignalEventBuffer", n, "must be at least 1")
-		}
-		c.eventBuffer = n
-		return nil
-	})
-}
-
-// Subscription is one listen registration: a pattern, and the queue group it
-// joined ("" for none).
+// A stream has at most one subscription per pattern and group: listening
+// again to one it has returns the same *Subscription.
 type Subscription struct {
 	Pattern string
 	Group   string
+
+	s         *SignalStream
+	key       subKey
+	seq       uint64          // order of making on the stream: first made, first named
+	self      []*Subscription // {this one}: Signal.subs of a signal only it matched
+	listening atomic.Bool
+	delivered atomic.Uint64
+	dropped   atomic.Uint64
+}
+
+// SubscriptionStats counts the signals that matched a subscription.
+//
+// The server sends a stream one copy of a signal for all its matching plain
+// subscriptions together, plus one per matching queue group, and the
+// copies are indistinguishable: every copy counts for each of the stream's
+// subscriptions that matches its channel.
+type SubscriptionStats struct {
+	// Delivered counts the matching signals handed to the Events channel.
+	Delivered uint64
+	// Dropped counts the matching signals lost to the overflow policy, or
+	// brought by a new connection beyond the buffer (see SignalStats).
+	Dropped uint64
+}
+
+// subKey identifies a subscription on the wire: the server knows a
+// connection's subscriptions by pattern and group.
+type subKey struct {
+	pattern string
+	group   string
 }
 
 // String returns the pattern, followed by the group if there is one.
-func (s Subscription) String() string {
-	if s.Group == "" {
-		return s.Pattern
+func (k subKey) String() string {
+	if k.group == "" {
+		return k.pattern
 	}
-	return s.Pattern + " (group " + s.Group + ")"
+	return k.pattern + " (group " + k.group + ")"
+}
+
+// String returns the pattern, followed by the group if there is one.
+func (sub *Subscription) String() string { return sub.key.String() }
+
+// Stats returns the subscription's counters.
+func (sub *Subscription) Stats() SubscriptionStats {
+	return SubscriptionStats{Delivered: sub.delivered.Load(), Dropped: sub.dropped.Load()}
+}
+
+// Listening reports whether the stream still has this subscription: false
+// once it was unlistened, refused by the server, or the stream ended.
+func (sub *Subscription) Listening() bool { return sub.listening.Load() }
+
+// Unlisten drops this subscription: it is SignalStream.UnlistenGroup of its
+// pattern and group, except that it does nothing when the stream no longer
+// has this subscription (it was unlistened already, even if listened to
+// again since: that is another Subscription). Signals that arrived before
+// are still delivered, in order, on the Events channel, and counted.
+func (sub *Subscription) Unlisten(ctx context.Context) error {
+	if sub.s == nil {
+		return fmt.Errorf("dfstream: unlisten: not a subscription Listen returned: %w", ErrInvalidInput)
+	}
+	return sub.s.unlisten(ctx, sub.key, sub)
 }
 
 // SignalStats counts what happened to the signals a stream received. At any
@@ -289,7 +183,7 @@ type SignalStats struct {
 // Client.Signals.
 //
 // The connection's reader never waits for the consumer: signals go to a
-// bounded buffer governed by the overflow policy (WithOverflow,
+// bounded buffer governed by the overflow policy (WithSignalOverflow,
 // WithSignalBuffer), so heartbeats and command replies keep flowing behind a
 // consumer that stopped reading. Listen, Unlisten and Emit may be called from
 // any goroutine while signals arrive.
@@ -324,7 +218,7 @@ type SignalStream struct {
 
 	mu      sync.Mutex
 	err     error
-	subList []Subscription
+	subList []*Subscription
 }
 
 var _ Stream = (*SignalStream)(nil)
@@ -333,7 +227,32 @@ var _ Stream = (*SignalStream)(nil)
 // every change, so the push handler can attribute a signal to the
 // subscription it came through without locking.
 type subSnapshot struct {
-	trie subject.Trie[Subscription]
+	trie subject.Trie[*Subscription]
+}
+
+// match returns the subscriptions whose pattern matches channel, first made
+// first. It allocates only when several match.
+func (snap *subSnapshot) match(channel string) []*Subscription {
+	var one *Subscription
+	var many []*Subscription
+	snap.trie.Lookup(channel, func(_ string, sub *Subscription) {
+		switch {
+		case one == nil:
+			one = sub
+		case many == nil:
+			many = []*Subscription{one, sub}
+		default:
+			many = append(many, sub)
+		}
+	})
+	if many == nil {
+		if one == nil {
+			return nil
+		}
+		return one.self
+	}
+	slices.SortFunc(many, func(a, b *Subscription) int { return cmp.Compare(a.seq, b.seq) })
+	return many
 }
 
 // Signals connects to the signal server (the Client's first server, or the
@@ -356,14 +275,9 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 	if ctx == nil {
 		return nil, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
 	}
-	cfg := c.defaultSignalConfig()
-	for _, o := range opts {
-		if o == nil {
-			continue
-		}
-		if err := o.applySignal(&cfg); err != nil {
-			return nil, err
-		}
+	cfg := c.cfg.signal
+	if err := applyAll(&cfg, opts, SignalOption.applySignal); err != nil {
+		return nil, err
 	}
 	if !cfg.heartbeatSet && c.cfg.serverReadTimeout/2 < cfg.heartbeat {
 		cfg.heartbeat = c.cfg.serverReadTimeout / 2
@@ -411,9 +325,9 @@ func (c *Client) Signals(ctx context.Context, opts ...SignalOption) (*SignalStre
 		hb:          time.NewTimer(time.Hour),
 		retry:       time.NewTimer(time.Hour),
 		dialRes:     make(chan dialResult, 1),
-		waiters:     make(map[Subscription][]*sigCmd),
-		subIndex:    make(map[Subscription]int),
-		unlistening: make(map[Subscription]int),
+		waiters:     make(map[subKey][]*sigCmd),
+		subIndex:    make(map[subKey]int),
+		unlistening: make(map[subKey]int),
 		probeRes:    make(chan probeResult, 2),
 		probeOn:     cfg.probe && cfg.heartbeat > 0,
 	}
@@ -470,38 +384,38 @@ func (s *SignalStream) Stats() SignalStats { return s.box.stats() }
 
 // Subscriptions returns the stream's subscriptions, in the order they were
 // made; the stream listens to them again, in that order, after a reconnect.
-func (s *SignalStream) Subscriptions() []Subscription {
+func (s *SignalStream) Subscriptions() []*Subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Subscription(nil), s.subList...)
+	return append([]*Subscription(nil), s.subList...)
 }
 
-// Listen subscribes to pattern without a queue group: every signal whose
-// channel matches is delivered to this stream (once per signal, however
-// many of the stream's plain patterns match). It returns once the server has
-// confirmed; while the stream is reconnecting, that is after it has
-// reconnected. If ctx ends first, Listen returns ctx's error, and the
-// subscription may still take effect (see Subscriptions; Unlisten drops it).
-// A subscription the server refuses is forgotten, and the error matches
-// ErrServer. An invalid pattern is an error matching ErrInvalidInput, and
-// nothing is sent.
-func (s *SignalStream) Listen(ctx context.Context, pattern string) error {
+// Listen subscribes to pattern without a queue group, and returns the
+// subscription: every signal whose channel matches is delivered to this
+// stream's Events channel (once per signal, however many of the stream's
+// plain patterns match). It returns once the server has confirmed; while
+// the stream is reconnecting, that is after it has reconnected. If ctx ends
+// first, Listen returns ctx's error, and the subscription may still take
+// effect (see Subscriptions; Unlisten drops it). A subscription the server
+// refuses is forgotten, and the error matches ErrServer. An invalid pattern
+// is an error matching ErrInvalidInput, and nothing is sent.
+func (s *SignalStream) Listen(ctx context.Context, pattern string) (*Subscription, error) {
 	return s.ListenGroup(ctx, pattern, "")
 }
 
-// ListenGroup subscribes to pattern in the queue group group: each matching
-// signal goes to one member of the group (the connections that joined
-// (pattern, group)), round robin. A group is identified by pattern and name
-// together. group "" is Listen. A Listen that an Unlisten of the same
-// subscription overtakes before the server confirmed it returns an error
-// matching ErrUnlistened.
-func (s *SignalStream) ListenGroup(ctx context.Context, pattern, group string) error {
+// ListenGroup subscribes to pattern in the queue group group, and returns
+// the subscription: each matching signal goes to one member of the group
+// (the connections that joined (pattern, group)), round robin. A group is
+// identified by pattern and name together. group "" is Listen. A Listen
+// that an Unlisten of the same subscription overtakes before the server
+// confirmed it returns an error matching ErrUnlistened.
+func (s *SignalStream) ListenGroup(ctx context.Context, pattern, group string) (*Subscription, error) {
 	req, err := wire.Listen(pattern, group)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = s.do(ctx, &sigCmd{op: opListen, sub: Subscription{pattern, group}, req: req})
-	return err
+	r, err := s.do(ctx, &sigCmd{op: opListen, key: subKey{pattern, group}, req: req})
+	return r.sub, err
 }
 
 // Unlisten drops the plain subscription to pattern (a group membership on
@@ -512,11 +426,17 @@ func (s *SignalStream) Unlisten(ctx context.Context, pattern string) error {
 
 // UnlistenGroup leaves the queue group group on pattern.
 func (s *SignalStream) UnlistenGroup(ctx context.Context, pattern, group string) error {
-	req, err := wire.Unlisten(pattern, group)
+	return s.unlisten(ctx, subKey{pattern, group}, nil)
+}
+
+// unlisten drops the subscription key; only if it is sub when sub is not
+// nil.
+func (s *SignalStream) unlisten(ctx context.Context, key subKey, sub *Subscription) error {
+	req, err := wire.Unlisten(key.pattern, key.group)
 	if err != nil {
 		return err
 	}
-	_, err = s.do(ctx, &sigCmd{op: opUnlisten, sub: Subscription{pattern, group}, req: req})
+	_, err = s.do(ctx, &sigCmd{op: opUnlisten, key: key, only: sub, req: req})
 	return err
 }
 
@@ -534,35 +454,36 @@ func (s *SignalStream) Emit(ctx context.Context, channel, payload string) (int, 
 	if err != nil {
 		return 0, err
 	}
-	return s.do(ctx, &sigCmd{op: opEmit, req: req, ctx: ctx})
+	r, err := s.do(ctx, &sigCmd{op: opEmit, req: req, ctx: ctx})
+	return r.n, err
 }
 
-func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (int, error) {
+func (s *SignalStream) do(ctx context.Context, cmd *sigCmd) (cmdResult, error) {
 	if ctx == nil {
-		return 0, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
+		return cmdResult{}, fmt.Errorf("dfstream: nil context: %w", ErrInvalidInput)
 	}
 	cmd.reply = make(chan cmdResult, 1)
 	select {
 	case s.cmds <- cmd:
 	case <-s.done:
-		return 0, closedCause(s.Err())
+		return cmdResult{}, closedCause(s.Err())
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return cmdResult{}, ctx.Err()
 	}
 	select {
 	case r := <-cmd.reply:
-		return r.n, r.err
+		return r, r.err
 	case <-s.done:
 		// The actor answers every command before it exits; this is a
 		// safety net, so that no call outlives the stream.
 		select {
 		case r := <-cmd.reply:
-			return r.n, r.err
+			return r, r.err
 		default:
-			return 0, closedCause(s.Err())
+			return cmdResult{}, closedCause(s.Err())
 		}
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return cmdResult{}, ctx.Err()
 	}
 }
 
@@ -575,14 +496,9 @@ func (s *SignalStream) onPush(p wire.Push) {
 		}
 		return
 	}
-	sig := Signal{Channel: p.Channel, Payload: p.Payload}
-	n := 0
-	s.subs.Load().trie.Lookup(p.Channel, func(_ string, sub Subscription) {
-		n++
-		sig.Pattern, sig.Group = sub.Pattern, sub.Group
-	})
-	if n != 1 {
-		sig.Pattern, sig.Group = "", ""
+	sig := Signal{Channel: p.Channel, Payload: p.Payload, subs: s.subs.Load().match(p.Channel)}
+	if len(sig.subs) > 0 {
+		sig.Pattern, sig.Group = sig.subs[0].key.pattern, sig.subs[0].key.group
 	}
 	sig.At = time.Now()
 	s.delivered(sig.At.UnixNano())

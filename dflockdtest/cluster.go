@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -162,7 +161,7 @@ func (cl *Cluster) RestartNode(i int) error {
 
 // NewCluster is the testing helper: it starts a cluster or fails the test,
 // and registers a cleanup that force-closes every node.
-func NewCluster(tb testing.TB, cfg ClusterConfig) *Cluster {
+func NewCluster(tb TB, cfg ClusterConfig) *Cluster {
 	tb.Helper()
 	cl, err := StartCluster(cfg)
 	if err != nil {

@@ -1,8 +1,10 @@
 // Package dflockdtest is an in-process dflockd-compatible server: by default
 // the signals-era ("RF") generation of the protocol, with fencing tokens and
-// pub/sub signals, faithful to shared/protocol.md byte for byte; with
-// Config.Generation set to Gen2, the 2.x generation of shared/protocol-v2.md
-// (locks and semaphores only, tokens that carry their fence); and, with
+// pub/sub signals, answering byte for byte as those dflockd servers do
+// (https://github.com/mtingers/dflockd; the conformance tests of this
+// package spell out each behaviour); with Config.Generation set to Gen2,
+// the dflockd 2.x generation (locks and semaphores only, tokens that carry
+// their fence); and, with
 // StartCluster, an in-process 2.x Raft cluster of several nodes sharing one
 // lock table. It serves FIFO locks
 // and semaphores with leases, two-phase acquisition, auto-release on
@@ -29,7 +31,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -65,11 +66,11 @@ type Config struct {
 type Generation uint8
 
 const (
-	// GenSignals is the signals era (1.11 to 1.16, shared/protocol.md):
+	// GenSignals is the signals era (dflockd 1.11 to 1.16):
 	// random tokens with a fence field appended to grants and renewals,
 	// pub/sub signals. It is the default.
 	GenSignals Generation = iota
-	// Gen2 is dflockd 2.x (shared/protocol-v2.md): locks and semaphores only;
+	// Gen2 is dflockd 2.x: locks and semaphores only;
 	// a token's first 16 hex digits are its big-endian fence, which rises
 	// strictly with every grant; replies carry no fence field; ping, barrier
 	// and stable-ref are answered; semaphore limits stop at 1,048,576; on
@@ -240,9 +241,19 @@ func start(cfg Config, tbl *table, node *clusterNode) (*Server, error) {
 	return s, nil
 }
 
+// TB is the part of testing.TB that New and NewCluster use; *testing.T and
+// *testing.B satisfy it. It is an interface of its own so that importing
+// this package (as dfstream serve does) does not link the testing package
+// into a program.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
 // New is the testing helper: it starts a server or fails the test, and
 // registers a cleanup that force-closes it (no drain, so tests stay quick).
-func New(tb testing.TB, cfg Config) *Server {
+func New(tb TB, cfg Config) *Server {
 	tb.Helper()
 	s, err := Start(cfg)
 	if err != nil {
@@ -474,9 +485,10 @@ func (s *Server) waitThaw(c *conn) bool {
 	}
 }
 
-// MutePushes turns matching connections into the black hole of protocol.md
-// §4: sig lines to them are silently discarded while they stay open and
-// subscribed, and signal still counts them. The predicate is evaluated now
+// MutePushes turns matching connections into a black hole, as a dflockd
+// server does to a connection whose push queue is full: sig lines to them
+// are silently discarded while they stay open and subscribed, and signal
+// still counts them. The predicate is evaluated now
 // for every open connection and again whenever a connection opens or its
 // subscriptions change, until UnmutePushes.
 func (s *Server) MutePushes(connMatch func(ConnInfo) bool) {

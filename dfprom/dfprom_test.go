@@ -101,7 +101,8 @@ func TestScrapeAfterAScriptedRun(t *testing.T) {
 		dfstream.WithSignalBackoff(10*time.Millisecond, 50*time.Millisecond))
 	require.NoError(t, err)
 	defer ss.Close()
-	require.NoError(t, ss.Listen(ctx, "jobs.*"))
+	_, err = ss.Listen(ctx, "jobs.*")
+	require.NoError(t, err)
 	const sent = 20
 	for i := range sent {
 		n, err := c.Emit(ctx, "jobs.a", fmt.Sprint(i))
@@ -167,7 +168,7 @@ func TestScrapeCountsHandlerOutcomes(t *testing.T) {
 	t.Parallel()
 	_, c, sc := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	r, err := dfstream.NewRouter(c, dfstream.WithErrorHandler(func(context.Context, dfstream.Signal, error) {}))
+	r, err := dfstream.NewRouter(c, dfstream.WithRouterErrorHandler(func(context.Context, dfstream.Signal, error) {}))
 	require.NoError(t, err)
 	done := make(chan struct{}, 3)
 	require.NoError(t, r.HandleFunc("orders.*", func(_ context.Context, sig dfstream.Signal) error {

@@ -3,7 +3,7 @@
 // A subject (a concrete signal channel) and a pattern are both split on '.'
 // into tokens. Empty tokens are allowed: "a..b" has the tokens "a", "", "b";
 // "a." has "a", ""; "." has "", ""; and "" is the single empty token. Pattern
-// tokens match as follows, exactly as the dflockd server does (protocol.md §4):
+// tokens match as follows, exactly as the dflockd server does:
 //
 //   - a literal token matches only the identical subject token (byte-wise);
 //   - "*" matches exactly one subject token, which may be empty, so "a.*"

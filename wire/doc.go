@@ -6,8 +6,9 @@
 // (command, key, argument) and the server answers each with one line, in
 // order, on a strictly sequential connection. Servers of the newer
 // generation also push "sig <channel> <payload>" lines at any moment on
-// connections that listen. See protocol.md in the project for the details
-// this package is written against.
+// connections that listen. The dflockd server (https://github.com/mtingers/dflockd)
+// defines the protocol; the conformance tests of the dflockdtest package
+// spell out the behaviour this package is written against.
 //
 // Two properties matter most and are enforced here rather than left to
 // callers:

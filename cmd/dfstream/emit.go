@@ -21,7 +21,7 @@ func runEmit(args []string, e *env) error {
 			"A payload is at most 256 bytes; a payload starting with '-' goes after --.\n"+
 			"SIGINT or SIGTERM ends it with 130 or 143, also while it waits for stdin.",
 		"  dfstream emit orders.eu.created '{\"id\":42}'\n  tail -f events.log | dfstream emit logs.app",
-		e.stdout)
+		exitCodesEmit, e.stdout)
 	common := c.addCommonFlags(e.stderr)
 	pos, rest, _, err := c.parse(args)
 	if err != nil {

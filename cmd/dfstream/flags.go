@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -20,8 +21,8 @@ import (
 	"github.com/dfstream/dfstream/wire"
 )
 
-// Exit codes (sysexits.h where one fits). They are listed in every
-// command's --help and in the README.
+// Exit codes (sysexits.h where one fits). Each command's --help lists its
+// own; the README has them all.
 const (
 	exitOK          = 0
 	exitFailure     = 1  // a failure that fits nowhere else
@@ -33,19 +34,37 @@ const (
 	exitNotFound    = 127
 )
 
-const exitCodesHelp = `Exit codes:
-  0        success (lock/sem: the command exited 0)
-  1        another failure (for example, stdout closed under watch)
-  1..125   lock/sem: the command's own exit code, passed through
-  64       usage error: bad flag, argument or input
-  69       server unreachable, authentication refused, or a server error
-  73       lock/sem: not acquired within --acquire-timeout (the command did not run)
-  75       lock/sem: the lease was lost while the command ran (it was stopped)
-  126/127  lock/sem: the command could not be executed / was not found
-  128+N    lock/sem: the command was killed by signal N, or dfstream got
-           signal N before the lock was acquired; emit: interrupted by
-           signal N
-`
+// The lines of the exit-code tables: each command's --help shows those that
+// apply to it.
+const (
+	exitLineOK        = "  0        success\n"
+	exitLineStopped   = "  0        stopped by SIGINT or SIGTERM (its normal end)\n"
+	exitLineHoldOK    = "  0        the command exited 0\n"
+	exitLineFailure   = "  1        another failure\n"
+	exitLineStdout    = "  1        stdout closed or not writable\n"
+	exitLinePassed    = "  1..125   the command's own exit code, passed through\n"
+	exitLineUsage     = "  64       usage error: bad flag, argument or input\n"
+	exitLineUnavail   = "  69       server unreachable, authentication refused, or a server error\n"
+	exitLineNoListen  = "  69       cannot listen on --addr (or --metrics-addr)\n"
+	exitLineNotAcq    = "  73       not acquired within --acquire-timeout (the command did not run)\n"
+	exitLineLost      = "  75       the lease was lost while the command ran (it was stopped)\n"
+	exitLineExec      = "  126/127  the command could not be executed / was not found\n"
+	exitLineHoldSig   = "  128+N    the command was killed by signal N, or dfstream got signal N\n           before KEY was acquired\n"
+	exitLineInterrupt = "  128+N    interrupted by signal N (SIGINT: 130, SIGTERM: 143)\n"
+)
+
+// Each command's exit codes.
+var (
+	exitCodesServe = exitCodes(exitLineStopped, exitLineFailure, exitLineUsage, exitLineNoListen)
+	exitCodesHold  = exitCodes(exitLineHoldOK, exitLineFailure, exitLinePassed, exitLineUsage, exitLineUnavail,
+		exitLineNotAcq, exitLineLost, exitLineExec, exitLineHoldSig)
+	exitCodesWatch = exitCodes(exitLineStopped, exitLineStdout, exitLineUsage, exitLineUnavail)
+	exitCodesEmit  = exitCodes(exitLineOK, exitLineFailure, exitLineUsage, exitLineUnavail, exitLineInterrupt)
+	exitCodesStats = exitCodes(exitLineOK, exitLineFailure, exitLineUsage,
+		"  69       a server did not answer (the others are shown), or refused authentication\n")
+)
+
+func exitCodes(lines ...string) string { return "Exit codes:\n" + strings.Join(lines, "") }
 
 // exitError carries an exit code and, unless err is nil, the one line to
 // print on stderr.
@@ -63,11 +82,10 @@ func (e *exitError) Error() string {
 
 func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
 
-// libError is an error of the dfstream library as the command shows it. The
-// library starts each of its messages with "dfstream: ", so a wrapped chain
-// says it several times, and main prints "dfstream: " once more in front.
-// Only the library's own text is cleaned: user text elsewhere in a message
-// (a path, a command) is left alone.
+// libError is an error of the dfstream library as the command shows it: the
+// library starts its messages with "dfstream: ", which main prints once in
+// front of the whole line, so that leading prefix is dropped. The rest is
+// the library's message as it is.
 type libError struct{ err error }
 
 func (e *libError) Error() string { return libMsg(e.err) }
@@ -81,13 +99,13 @@ func lib(err error) error {
 	return &libError{err}
 }
 
-// libMsg is the text of a library error without its "dfstream: " prefixes,
+// libMsg is the text of a library error without its leading "dfstream: ",
 // on one line.
 func libMsg(err error) string {
 	if err == nil {
 		return "<nil>"
 	}
-	return oneLine(strings.ReplaceAll(err.Error(), "dfstream: ", ""))
+	return oneLine(strings.TrimPrefix(err.Error(), "dfstream: "))
 }
 
 func usagef(format string, args ...any) error {
@@ -121,11 +139,12 @@ type command struct {
 	fs       *flag.FlagSet
 	env      []envBinding
 	groups   [][]string // flags set together: one given on the command line disables the others' env
+	exits    string     // the exit-code table of --help
 	stdout   io.Writer
 }
 
-func newCommand(name, synopsis, summary, example string, stdout io.Writer) *command {
-	c := &command{name: name, synopsis: synopsis, summary: summary, example: example, stdout: stdout}
+func newCommand(name, synopsis, summary, example, exits string, stdout io.Writer) *command {
+	c := &command{name: name, synopsis: synopsis, summary: summary, example: example, exits: exits, stdout: stdout}
 	c.fs = flag.NewFlagSet("dfstream "+name, flag.ContinueOnError)
 	c.fs.SetOutput(io.Discard) // errors are reported once, by main
 	c.fs.Usage = func() {}
@@ -147,7 +166,7 @@ func (c *command) printHelp() {
 			fmt.Fprintf(w, "  %-34s --%s\n", b.env, b.flag)
 		}
 	}
-	fmt.Fprintf(w, "\nExample:\n%s\n\n%s", c.example, exitCodesHelp)
+	fmt.Fprintf(w, "\nExample:\n%s\n\n%s", c.example, c.exits)
 }
 
 // parse parses args, allowing flags between positional arguments. Everything
@@ -249,7 +268,18 @@ type commonFlags struct {
 	connectTimeout time.Duration
 	verbose        bool
 	stderr         io.Writer
+	extra          []optionsFunc // of the clientFlagGroups
 }
+
+// optionsFunc gives the Client options of a group of flags once they are
+// parsed (or a usage error).
+type optionsFunc func() ([]dfstream.Option, error)
+
+// clientFlagGroups are further groups of flags every client command takes,
+// each in a file of its own: its init appends a function that registers
+// the group's flags (and environment variables) on c and returns what
+// builds the group's options. This file need not change for a new group.
+var clientFlagGroups []func(c *command) optionsFunc
 
 // addCommonFlags registers the server, TLS, auth, timeout and logging flags
 // on c, with their environment variables.
@@ -262,7 +292,7 @@ func (c *command) addCommonFlags(stderr io.Writer) *commonFlags {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM client key `file`")
 	fs.BoolVar(&f.insecure, "tls-insecure-skip-verify", false, "TLS without verifying the server's certificate (testing only)")
 	f.auth = c.addAuthFlags()
-	fs.DurationVar(&f.connectTimeout, "connect-timeout", dfstream.DefaultConnectTimeout, "bound on dialing, TLS handshake and auth")
+	c.durationVar(&f.connectTimeout, "connect-timeout", dfstream.DefaultConnectTimeout, "`duration` bound on dialing, TLS handshake and auth")
 	fs.BoolVar(&f.verbose, "v", false, "debug logs on stderr")
 	c.bindEnv("servers", "DFSTREAM_SERVERS")
 	c.bindEnv("tls-ca", "DFSTREAM_TLS_CA")
@@ -270,6 +300,9 @@ func (c *command) addCommonFlags(stderr io.Writer) *commonFlags {
 	c.bindEnv("tls-key", "DFSTREAM_TLS_KEY")
 	c.bindEnv("tls-insecure-skip-verify", "DFSTREAM_TLS_INSECURE_SKIP_VERIFY")
 	c.bindEnv("connect-timeout", "DFSTREAM_CONNECT_TIMEOUT")
+	for _, add := range clientFlagGroups {
+		f.extra = append(f.extra, add(c))
+	}
 	return f
 }
 
@@ -325,6 +358,13 @@ func (f *commonFlags) options() ([]dfstream.Option, error) {
 	}
 	if cfg != nil {
 		opts = append(opts, dfstream.WithTLS(cfg))
+	}
+	for _, extra := range f.extra {
+		more, err := extra()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, more...)
 	}
 	return opts, nil
 }
@@ -404,6 +444,46 @@ func checkKey(what, key string) error {
 	return nil
 }
 
+// durationValue is a time.Duration flag whose error says how to write what
+// was meant: "10" is refused with "use 10s".
+type durationValue time.Duration
+
+func (d *durationValue) String() string {
+	if d == nil {
+		return "0s"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *durationValue) Set(s string) error {
+	v, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = durationValue(v)
+	return nil
+}
+
+// durationVar registers a duration flag. Name the value in usage with
+// backquotes (`duration`), as --help shows that name.
+func (c *command) durationVar(p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	c.fs.Var((*durationValue)(p), name, usage)
+}
+
+// parseDuration is time.ParseDuration with errors that say what to write
+// instead: a plain number gets the unit it most likely lacks.
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err == nil {
+		return d, nil
+	}
+	if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+		return 0, fmt.Errorf("no unit: use %ss (or %sms, %sm)", s, s, s)
+	}
+	return 0, errors.New("not a duration: write a number with a unit, like 500ms, 10s or 1m30s")
+}
+
 // forever is the longest wait the library sends: the wire takes whole
 // seconds up to wire.MaxSeconds (about 292 years), and WithAcquireTimeout
 // rejects anything longer.
@@ -428,10 +508,10 @@ func (v *waitValue) Set(s string) error {
 		*v = waitValue(forever)
 		return nil
 	}
-	d, err := time.ParseDuration(s)
+	d, err := parseDuration(s)
 	switch {
 	case err != nil:
-		return errors.New("not a duration, inf or -1")
+		return fmt.Errorf("%w; or inf or -1 to wait forever", err)
 	case d < 0:
 		return errors.New("negative (inf or -1: wait forever)")
 	case d > forever:

@@ -225,3 +225,14 @@ func TestUnreachableAndAuth(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.NotContains(t, stderr, "s3cret-token")
 }
+
+// -v logs each step once: the library's "acquired" line, with the key, is
+// not repeated by the command.
+func TestLockVerboseLogsAcquiredOnce(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	_, stderr, code := dfs(t, nil, "lock", "once", "-v", "--servers", srv.Addr(), "--", "true")
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, 1, strings.Count(stderr, " acquired "), stderr)
+	require.Contains(t, stderr, "once")
+}

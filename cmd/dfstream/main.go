@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
 // env is the process's standard streams, passed to the commands.
@@ -37,10 +39,10 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun \"dfstream COMMAND --help\" for a command's flags, environment and an example.")
+	fmt.Fprintln(w, "\nRun \"dfstream COMMAND --help\" for a command's flags, environment, an example")
+	fmt.Fprintln(w, "and its exit codes; \"dfstream --version\" for the version.")
 	fmt.Fprintln(w, "Flags may be written -flag or --flag, before or after the arguments (lock and")
 	fmt.Fprintln(w, "sem: before the --).")
-	fmt.Fprintf(w, "\n%s", exitCodesHelp)
 }
 
 func main() {
@@ -62,6 +64,9 @@ func run(args []string, e *env) int {
 		}
 		usage(e.stdout)
 		return exitOK
+	case "version", "-version", "--version":
+		fmt.Fprintln(e.stdout, version())
+		return exitOK
 	}
 	for _, c := range commands {
 		if c.name != name {
@@ -72,6 +77,31 @@ func run(args []string, e *env) int {
 	}
 	fmt.Fprintf(e.stderr, "dfstream: unknown command %q (see dfstream help)\n", name)
 	return exitUsage
+}
+
+// version is the line of --version: the module version the binary was
+// built as ("(devel)" for a plain go build outside a module version), the
+// commit when the build knows it, and the Go version and platform.
+func version() string {
+	v, commit := "(unknown)", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v = bi.Main.Version
+		var dirty string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value[:min(len(s.Value), 12)]
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = ", modified"
+				}
+			}
+		}
+		if commit != "" {
+			commit = " (commit " + commit + dirty + ")"
+		}
+	}
+	return fmt.Sprintf("dfstream %s%s %s %s/%s", v, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 // report prints err as one line and returns its exit code.

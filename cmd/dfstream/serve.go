@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -28,16 +29,17 @@ func runServe(args []string, e *env) error {
 		"  dfstream serve --addr 0.0.0.0:6388 --default-lease 30s --auth-token-file /etc/dfstream/token\n"+
 			"  dfstream serve --generation 2\n"+
 			"  dfstream serve --cluster 3 --addr 127.0.0.1:7000",
-		e.stdout)
+		exitCodesServe, e.stdout)
 	fs := c.fs
 	addr := fs.String("addr", dfstream.DefaultServer, "`host:port` to listen on (port 0 picks a free port)")
-	lease := fs.Duration("default-lease", 33*time.Second, "lease of requests that do not ask for one")
-	readTimeout := fs.Duration("read-timeout", dfstream.DefaultServerReadTimeout, "drop connections idle this long")
+	var lease, readTimeout, drain time.Duration
+	c.durationVar(&lease, "default-lease", 33*time.Second, "lease (a `duration`) of requests that do not ask for one")
+	c.durationVar(&readTimeout, "read-timeout", dfstream.DefaultServerReadTimeout, "drop connections idle for this `duration`")
 	maxLocks := fs.Int("max-locks", 1024, "most keys at once")
 	maxWaiters := fs.Int("max-waiters", 0, "most waiters per key (0: unlimited)")
 	maxConns := fs.Int("max-connections", 0, "most connections at once (0: unlimited)")
 	maxSubs := fs.Int("max-subscriptions", 0, "most signal subscriptions (0: unlimited)")
-	drain := fs.Duration("shutdown-drain", 5*time.Second, "on SIGINT/SIGTERM, how long open connections may go on")
+	c.durationVar(&drain, "shutdown-drain", 5*time.Second, "on SIGINT/SIGTERM, the `duration` open connections may go on")
 	cert := fs.String("tls-cert", "", "PEM server certificate `file` (with --tls-key; turns TLS on)")
 	key := fs.String("tls-key", "", "PEM server key `file`")
 	auth := c.addAuthFlags()
@@ -59,9 +61,9 @@ func runServe(args []string, e *env) error {
 		return usagef("serve takes no arguments (see dfstream serve --help)")
 	}
 	switch {
-	case *lease < time.Second:
+	case lease < time.Second:
 		return usagef("--default-lease must be at least 1s")
-	case *readTimeout <= 0:
+	case readTimeout <= 0:
 		return usagef("--read-timeout must be positive")
 	case *maxLocks < 1:
 		return usagef("--max-locks must be at least 1")
@@ -87,18 +89,18 @@ func runServe(args []string, e *env) error {
 	log := newLogger(*verbose, e.stderr)
 	cfg := dflockdtest.Config{
 		Addr:             *addr,
-		DefaultLease:     *lease,
-		ReadTimeout:      *readTimeout,
+		DefaultLease:     lease,
+		ReadTimeout:      readTimeout,
 		MaxLocks:         *maxLocks,
 		MaxWaiters:       *maxWaiters,
 		MaxConnections:   *maxConns,
 		MaxSubscriptions: *maxSubs,
 		AuthToken:        tok,
-		ShutdownDrain:    *drain,
+		ShutdownDrain:    drain,
 		Logger:           &log,
 		Generation:       gen,
 	}
-	if *drain <= 0 {
+	if drain <= 0 {
 		cfg.ShutdownDrain = -1
 	}
 	if *cert != "" || *key != "" {
@@ -166,12 +168,13 @@ func runServe(args []string, e *env) error {
 	defer stopMetrics()
 
 	sig := <-sigs
-	log.Info().Str("signal", sig.String()).Msg("shutting down")
+	sayDraining(e.stderr, sig, nodes(), drain)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
-		case <-sigs: // a second signal: stop now
+		case sig := <-sigs: // a second signal: stop now
+			fmt.Fprintf(e.stderr, "dfstream: %v again: closing the open connections now\n", sig)
 			cancel()
 		case <-ctx.Done():
 		}
@@ -179,7 +182,28 @@ func runServe(args []string, e *env) error {
 	if err := srv.Shutdown(ctx); err != nil && ctx.Err() == nil {
 		return exitWith(exitFailure, fmt.Errorf("serve: shutdown: %w", err))
 	}
+	fmt.Fprintln(e.stderr, "dfstream: stopped")
 	return nil
+}
+
+// sayDraining tells, on a shutdown signal, what serve does before it exits:
+// a drain with open connections can take a while, and a silent wait reads
+// as a hang.
+func sayDraining(w io.Writer, sig os.Signal, nodes []*dflockdtest.Server, drain time.Duration) {
+	conns := 0
+	for _, n := range nodes {
+		conns += len(n.Conns())
+	}
+	if drain <= 0 || conns == 0 {
+		fmt.Fprintf(w, "dfstream: %v: shutting down\n", sig)
+		return
+	}
+	what := "1 open connection"
+	if conns > 1 {
+		what = strconv.Itoa(conns) + " open connections"
+	}
+	fmt.Fprintf(w, "dfstream: %v: shutting down: no new connections; waiting up to %v for %s to close (signal again to close now)\n",
+		sig, drain, what)
 }
 
 // maxClusterNodes bounds --cluster: enough for any test of a Raft cluster.

@@ -226,3 +226,18 @@ func TestServeGenerationAndClusterUsageErrors(t *testing.T) {
 		requireOneLineError(t, stderr)
 	}
 }
+
+// serve says what it does between the signal and its exit: with a
+// connection open, the drain can last --shutdown-drain.
+func TestServeSaysItIsDraining(t *testing.T) {
+	t.Parallel()
+	p, addr := startServe(t, nil, "--shutdown-drain", "20s")
+	c := dialRaw(t, addr)
+	require.Equal(t, "ok", c.do("ping", "_", "_"))
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.waitOutput(t, p.stderr, "shutting down: no new connections; waiting up to 20s for 1 open connection to close")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.Equal(t, 0, p.wait(t, 15*time.Second), "stderr: %s", p.stderr)
+	require.Contains(t, p.stderr.String(), "again: closing the open connections now")
+	require.True(t, strings.HasSuffix(p.stderr.String(), "dfstream: stopped\n"), "stderr: %s", p.stderr)
+}

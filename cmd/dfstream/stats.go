@@ -22,7 +22,7 @@ func runStats(args []string, e *env) error {
 			"does not answer is named on stderr after the others are shown, and the\n"+
 			"exit code is 69.",
 		"  dfstream stats --servers 10.0.0.5:6388\n  dfstream stats --json | jq '.locks'",
-		e.stdout)
+		exitCodesStats, e.stdout)
 	common := c.addCommonFlags(e.stderr)
 	c.addClusterFlag(common)
 	asJSON := c.fs.Bool("json", false, "print JSON instead of a table")
@@ -79,9 +79,13 @@ func writeStats(out io.Writer, asJSON, several bool, answered []string, all map[
 		enc := json.NewEncoder(out)
 		enc.SetEscapeHTML(false)
 		if !several {
-			return enc.Encode(all[answered[0]])
+			return enc.Encode(emptyLists(all[answered[0]]))
 		}
-		return enc.Encode(all)
+		out := make(map[string]*dfstream.Stats, len(all))
+		for addr, st := range all {
+			out[addr] = emptyLists(st)
+		}
+		return enc.Encode(out)
 	}
 	for i, addr := range answered {
 		if i > 0 {
@@ -90,6 +94,26 @@ func writeStats(out io.Writer, asJSON, several bool, answered []string, all map[
 		printStats(out, addr, all[addr])
 	}
 	return nil
+}
+
+// emptyLists returns st with its nil lists made empty, so that JSON shows
+// every list as [] when it has nothing (a server with no subscriptions sends
+// null for them, and older ones send no list at all).
+func emptyLists(st *dfstream.Stats) *dfstream.Stats {
+	out := *st
+	out.Locks = nonNil(out.Locks)
+	out.Semaphores = nonNil(out.Semaphores)
+	out.IdleLocks = nonNil(out.IdleLocks)
+	out.IdleSemaphores = nonNil(out.IdleSemaphores)
+	out.SignalChannels = nonNil(out.SignalChannels)
+	return &out
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // statsFailure names, on one line, the servers of several that gave no

@@ -38,7 +38,8 @@ func TestStatsShowsHolderAndWaiters(t *testing.T) {
 	sig, err := c.Signals(context.Background())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sig.Close() })
-	require.NoError(t, sig.ListenGroup(ctx, "jobs.>", "workers"))
+	_, err = sig.ListenGroup(ctx, "jobs.>", "workers")
+	require.NoError(t, err)
 
 	stdout, stderr, code := dfs(t, nil, "stats", "--servers", srv.Addr())
 	require.Equal(t, 0, code, stderr)
@@ -96,4 +97,19 @@ func TestStatsShowsReachableServersAndNamesTheUnreachableOne(t *testing.T) {
 	require.NotContains(t, all, dead)
 	requireOneLineError(t, stderr)
 	require.Contains(t, stderr, dead)
+}
+
+// Every list of stats --json is [] when empty, never null.
+func TestStatsJSONShowsEmptyListsAsEmpty(t *testing.T) {
+	t.Parallel()
+	srv := dflockdtest.New(t, dflockdtest.Config{})
+	other := dflockdtest.New(t, dflockdtest.Config{})
+	stdout, stderr, code := dfs(t, nil, "stats", "--json", "--servers", srv.Addr())
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, "null")
+	require.Contains(t, stdout, `"signal_channels":[]`)
+	stdout, stderr, code = dfs(t, nil, "stats", "--json", "--servers", srv.Addr()+","+other.Addr())
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, "null")
+	require.Equal(t, 2, strings.Count(stdout, `"signal_channels":[]`), stdout)
 }

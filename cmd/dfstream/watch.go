@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -18,9 +19,10 @@ func runWatch(args []string, e *env) error {
 			"\"CHANNEL PAYLOAD\", or with --json {\"channel\",\"payload\",\"time\"} objects.\n"+
 			"PATTERN tokens are separated by '.'; '*' matches one token, a final '>' one\n"+
 			"or more. Lost connections are re-established by themselves (signals sent\n"+
-			"meanwhile are missed), and said so on stderr. Runs until SIGINT or SIGTERM.",
+			"meanwhile are missed), and said so on stderr. Runs until SIGINT or SIGTERM,\n"+
+			"its normal end: then it exits 0, connected or reconnecting.",
 		"  dfstream watch 'orders.*.created' --json\n  dfstream watch 'jobs.>' --group workers",
-		e.stdout)
+		exitCodesWatch, e.stdout)
 	common := c.addCommonFlags(e.stderr)
 	metrics := c.addMetricsFlag()
 	group := c.fs.String("group", "", "join the queue group `G`: each signal goes to one member of the group")
@@ -43,6 +45,22 @@ func runWatch(args []string, e *env) error {
 			return err
 		}
 	}
+	// SIGINT and SIGTERM end watch with 0 in every state. They stay caught
+	// until it returns: a second one while it closes must not kill it with
+	// 128+N.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
 	mopts, stopMetrics, err := metrics.client(e.stderr)
 	if err != nil {
 		return err
@@ -54,8 +72,6 @@ func runWatch(args []string, e *env) error {
 	}
 	defer closeWithin(3*time.Second, client.Close)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	ss, err := client.Signals(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -65,9 +81,9 @@ func runWatch(args []string, e *env) error {
 	}
 	defer closeWithin(3*time.Second, ss.Close)
 	if *group != "" {
-		err = ss.ListenGroup(ctx, pattern, *group)
+		_, err = ss.ListenGroup(ctx, pattern, *group)
 	} else {
-		err = ss.Listen(ctx, pattern)
+		_, err = ss.Listen(ctx, pattern)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -120,7 +136,7 @@ func runWatch(args []string, e *env) error {
 			}
 			return watchFailed(ev.Err, common)
 		case dfstream.Closed:
-			if ev.Err != nil && !errors.Is(ev.Err, context.Canceled) {
+			if ctx.Err() == nil && ev.Err != nil && !errors.Is(ev.Err, context.Canceled) {
 				return watchFailed(ev.Err, common)
 			}
 			return nil

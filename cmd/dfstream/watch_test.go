@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -117,4 +119,27 @@ func TestWatchUnreachableServerExits69(t *testing.T) {
 	require.Equal(t, 69, code, stderr)
 	requireOneLineError(t, stderr)
 	require.Contains(t, stderr, "unreachable")
+}
+
+// watch ends with 0 on SIGINT or SIGTERM whatever the state of its
+// connection: connected (TestWatchPrintsEmitted) or reconnecting to a server
+// that does not answer, also when the signal comes twice.
+func TestWatchInterruptedWhileReconnectingExits0(t *testing.T) {
+	t.Parallel()
+	for _, sigs := range [][]syscall.Signal{{syscall.SIGINT}, {syscall.SIGTERM}, {syscall.SIGINT, syscall.SIGINT}} {
+		srv := dflockdtest.New(t, dflockdtest.Config{})
+		w := start(t, nil, "", "watch", "a.b", "--servers", srv.Addr(), "--connect-timeout", "20s")
+		w.waitOutput(t, w.stderr, "watching")
+		srv.Freeze() // new connections hang unanswered
+		srv.DropConnections()
+		w.waitOutput(t, w.stderr, "reconnecting")
+		for _, sig := range sigs {
+			if err := w.cmd.Process.Signal(sig); errors.Is(err, os.ErrProcessDone) {
+				break // gone after the first one
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		require.Equal(t, 0, w.wait(t, 15*time.Second), "%v: stderr: %s", sigs, w.stderr)
+		srv.Thaw()
+	}
 }

@@ -1,42 +1,52 @@
 // Command lost-cancel ties work to a lock: the work runs under a context that
 // is cancelled the moment the lock is lost, before the server can give the
-// lock to anyone else. The example makes the server drop every connection
-// halfway through, so the loss is real.
+// lock to anyone else. Halfway through, the example cuts its own network
+// link to the server (every connection is reset), so the loss is real.
+//
+//	go run ./examples/lost-cancel                    # embedded server
+//	go run ./examples/lost-cancel -servers host:6388 # a dflockd server
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/dfstream/dfstream"
-	"github.com/dfstream/dfstream/dflockdtest"
+	"github.com/dfstream/dfstream/examples/internal/embedded"
 )
 
 func main() {
-	flag.Parse()
-	srv, err := dflockdtest.Start(dflockdtest.Config{})
-	if err != nil {
+	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	defer srv.Close()
-	c, err := dfstream.New(dfstream.WithServers(srv.Addr()))
+}
+
+func run() error {
+	addrs, stop := embedded.Servers()
+	defer stop()
+	// The example's connections go through a link it can cut.
+	link, err := embedded.NewLink(addrs)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return err
+	}
+	defer link.Close()
+	c, err := dfstream.New(dfstream.WithServers(link.Addrs()...))
+	if err != nil {
+		return err
 	}
 	defer c.Close()
 
 	lock, err := c.Lock(context.Background(), "example/migration", dfstream.WithLease(2*time.Second))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return err
 	}
+	defer lock.Close()
 	work, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
 	go func() {
 		for ev := range lock.Events() {
 			if lost, ok := ev.(dfstream.Lost); ok {
@@ -45,8 +55,8 @@ func main() {
 		}
 	}()
 	time.AfterFunc(1500*time.Millisecond, func() {
-		fmt.Println("(the server drops every connection)")
-		srv.DropConnections()
+		fmt.Println("(the network link to the server is cut)")
+		link.Cut()
 	})
 
 	err = migrate(work)
@@ -57,9 +67,9 @@ func main() {
 		fmt.Println("work failed:", err)
 	default:
 		fmt.Println("work finished under the lock")
-		_ = lock.Release(context.Background())
+		return lock.Release(context.Background())
 	}
-	_ = lock.Close()
+	return nil
 }
 
 // migrate stands in for work that must only run while the lock is held.

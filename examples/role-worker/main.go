@@ -12,6 +12,11 @@
 // scheduler's fence, so workers refuse jobs from a scheduler that has been
 // replaced (a scheduler that lost the lock but does not know it yet).
 //
+// The first scheduler does not resign: its network link is cut (every
+// connection reset), so it loses the role. Its lock stream was started with
+// WithReacquire, so the loss is not the end of it: the same stream queues
+// again by itself, and later wins the role back. The demo ends once it has.
+//
 //	go run ./examples/role-worker                    # embedded server
 //	go run ./examples/role-worker -servers host:6388 # a dflockd server
 package main
@@ -37,6 +42,14 @@ const (
 	group       = "workers"
 	tick        = 150 * time.Millisecond
 	resignAfter = 5 // jobs a scheduler emits before it steps down, for the demo
+	cutAfter    = 3 // jobs the first scheduler emits before its link is cut
+)
+
+// The demo's script: the first scheduler's link is cut once, and the demo
+// ends when that worker has been the scheduler again and stepped down.
+var (
+	linkCut   atomic.Bool
+	recovered = make(chan struct{})
 )
 
 func main() {
@@ -45,8 +58,18 @@ func main() {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 4*time.Second) // a short demo
+	ctx, cancelT := context.WithTimeout(ctx, 30*time.Second) // a bound, in case the script stalls
 	defer cancelT()
+	ctx, end := context.WithCancel(ctx)
+	defer end()
+	go func() {
+		select {
+		case <-recovered:
+			time.Sleep(2 * tick) // the last jobs are done
+			end()
+		case <-ctx.Done():
+		}
+	}()
 
 	var wg sync.WaitGroup
 	for _, name := range []string{"ann", "bob", "cid"} {
@@ -67,21 +90,28 @@ func main() {
 	wg.Wait()
 }
 
-// worker is one worker process (each has its own Client).
+// worker is one worker process (each has its own Client, and its own
+// network link to the servers).
 type worker struct {
 	name string
 	c    *dfstream.Client
+	link *embedded.Link
 
 	highest atomic.Uint64 // the highest scheduler fence seen in a job
 	done    atomic.Int64
 }
 
 func newWorker(name string, addrs []string) (*worker, error) {
-	c, err := dfstream.New(dfstream.WithServers(addrs...))
+	link, err := embedded.NewLink(addrs)
 	if err != nil {
 		return nil, err
 	}
-	return &worker{name: name, c: c}, nil
+	c, err := dfstream.New(dfstream.WithServers(link.Addrs()...))
+	if err != nil {
+		link.Close()
+		return nil, err
+	}
+	return &worker{name: name, c: c, link: link}, nil
 }
 
 // job is a queue-group handler: one worker of the group gets each job.
@@ -107,17 +137,18 @@ func (w *worker) job(_ context.Context, sig dfstream.Signal) error {
 }
 
 func (w *worker) run(ctx context.Context) error {
+	defer w.link.Close()
 	defer w.c.Close()
 
 	// Duty 1: take jobs from the queue group, two at a time.
-	r, err := dfstream.NewRouter(w.c, dfstream.WithErrorHandler(func(_ context.Context, _ dfstream.Signal, err error) {
+	r, err := dfstream.NewRouter(w.c, dfstream.WithRouterErrorHandler(func(_ context.Context, _ dfstream.Signal, err error) {
 		fmt.Printf("%s  %v\n", w.name, err)
 	}))
 	if err != nil {
 		return err
 	}
 	r.Use(dfstream.Recover())
-	if err := r.HandleGroup(jobsPattern, group, dfstream.HandlerFunc(w.job), dfstream.WithConcurrency(2)); err != nil {
+	if err := r.HandleGroup(jobsPattern, group, dfstream.HandlerFunc(w.job), dfstream.WithHandlerConcurrency(2)); err != nil {
 		return err
 	}
 	routed := make(chan error, 1)
@@ -145,6 +176,8 @@ func (w *worker) run(ctx context.Context) error {
 	var ticker *time.Ticker
 	var fence uint64
 	emitted := 0
+	afterLoss := false // lost the role; the stream is getting it back
+	wonBack := false   // the scheduler again after a loss
 	stopScheduling := func() {
 		if ticker != nil {
 			ticker.Stop()
@@ -169,14 +202,24 @@ func (w *worker) run(ctx context.Context) error {
 			}
 			switch ev := ev.(type) {
 			case dfstream.Queued:
-				fmt.Printf("%s  queued for the scheduler role\n", w.name)
+				if afterLoss {
+					fmt.Printf("%s  queued for the scheduler role again: the same stream re-acquires after the loss\n", w.name)
+				} else {
+					fmt.Printf("%s  queued for the scheduler role\n", w.name)
+				}
 			case dfstream.Acquired:
 				fence, emitted = ev.Fence, 0
-				fmt.Printf("%s  is the scheduler now (fence %d)\n", w.name, fence)
+				if afterLoss {
+					afterLoss, wonBack = false, true
+					fmt.Printf("%s  is the scheduler again (fence %d): recovered from the loss\n", w.name, fence)
+				} else {
+					fmt.Printf("%s  is the scheduler now (fence %d)\n", w.name, fence)
+				}
 				ticker = time.NewTicker(tick)
 				ticks = ticker.C
 			case dfstream.Lost:
 				fmt.Printf("%s  lost the scheduler role: %v\n", w.name, ev.Reason)
+				afterLoss = true
 				stopScheduling()
 			case dfstream.Released, dfstream.Failed:
 				stopScheduling()
@@ -191,10 +234,18 @@ func (w *worker) run(ctx context.Context) error {
 			case n == 0:
 				fmt.Printf("%s  emit %s: no worker listening\n", w.name, id)
 			}
+			if emitted == cutAfter && linkCut.CompareAndSwap(false, true) {
+				fmt.Printf("%s  (its network link is cut)\n", w.name)
+				w.link.Cut()
+			}
 			if emitted == resignAfter {
 				fmt.Printf("%s  steps down after %d jobs\n", w.name, emitted)
 				stopScheduling()
 				_ = role.Release(ctx) // the next queued worker is granted the role
+				if wonBack {
+					wonBack = false
+					close(recovered)
+				}
 			}
 		case <-ctx.Done():
 			_ = role.Close()

@@ -42,19 +42,20 @@ func run(addrs []string) error {
 	logger := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000", NoColor: true}).
 		Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	r, err := dfstream.NewRouter(c,
-		dfstream.WithErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
+		dfstream.WithRouterErrorHandler(func(_ context.Context, sig dfstream.Signal, err error) {
 			fmt.Printf("  ! %-22s %s: %v\n", sig.Pattern, sig.Channel, err)
 		}),
-		dfstream.WithEventHandler(func(ev dfstream.Event) {
+		dfstream.WithRouterEventHandler(func(ev dfstream.Event) {
 			fmt.Printf("  ~ %T %+v\n", ev, ev) // Disconnected, Reconnected, Overflow
 		}),
-		dfstream.WithRouterSignalOptions(dfstream.WithHeartbeat(5*time.Second)),
+		dfstream.WithRouterSignalOptions(dfstream.WithSignalHeartbeat(5*time.Second)),
 	)
 	if err != nil {
 		return err
 	}
-	// Middleware runs outermost first: recover covers everything below it.
-	r.Use(dfstream.Recover(), dfstream.Logging(logger))
+	// Middleware runs outermost first: Logging sees every call's outcome,
+	// a panic included once Recover (inside it) has made it an error.
+	r.Use(dfstream.Logging(logger), dfstream.Recover())
 
 	handle := func(pattern string, f func(dfstream.Signal) error, opts ...dfstream.HandlerOption) error {
 		return r.HandleFunc(pattern, func(_ context.Context, sig dfstream.Signal) error {
@@ -67,7 +68,7 @@ func run(addrs []string) error {
 		handle("orders.created", ok), // exact
 		handle("orders.*", ok),       // one token
 		handle("orders.>", ok, // one or more tokens, four at a time
-			dfstream.WithConcurrency(4)),
+			dfstream.WithHandlerConcurrency(4)),
 		handle("orders.*.failed", func(sig dfstream.Signal) error {
 			if strings.Contains(sig.Payload, "panic") {
 				panic("alerting backend is down") // Recover makes it an error

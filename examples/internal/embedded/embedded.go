@@ -1,5 +1,6 @@
 // Package embedded gives the examples their server: the addresses given with
-// -servers, or an in-process dflockdtest server when there are none.
+// -servers, or an in-process dflockdtest server when there are none; and a
+// Link the examples that show a loss cut to cause it.
 package embedded
 
 import (
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/dfstream/dfstream/dflockdtest"
+	"github.com/dfstream/dfstream/internal/faultproxy"
 )
 
 var servers = flag.String("servers", "", "comma-separated dflockd servers (host:port); empty starts an embedded server")
@@ -27,4 +29,48 @@ func Servers() (addrs []string, stop func()) {
 	}
 	fmt.Println("embedded dflockd-compatible server on", srv.Addr())
 	return []string{srv.Addr()}, func() { _ = srv.Close() }
+}
+
+// Link is an example's own network path to the servers: one TCP proxy per
+// server on 127.0.0.1. Cutting it is a real network fault (both ends see
+// the connection reset, the server releases what the connection held),
+// whether the servers are embedded or given with -servers.
+type Link struct{ proxies []*faultproxy.Proxy }
+
+// NewLink starts a proxy to each of addrs.
+func NewLink(addrs []string) (*Link, error) {
+	l := &Link{}
+	for _, a := range addrs {
+		p, err := faultproxy.Start(a)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		l.proxies = append(l.proxies, p)
+	}
+	return l, nil
+}
+
+// Addrs are the addresses to give WithServers: the proxies'.
+func (l *Link) Addrs() []string {
+	out := make([]string, len(l.proxies))
+	for i, p := range l.proxies {
+		out[i] = p.Addr()
+	}
+	return out
+}
+
+// Cut resets every connection open through the link now. New connections
+// go through as before, so a client that reconnects recovers.
+func (l *Link) Cut() {
+	for _, p := range l.proxies {
+		p.Reset()
+	}
+}
+
+// Close stops the proxies and closes the connections through them.
+func (l *Link) Close() {
+	for _, p := range l.proxies {
+		_ = p.Close()
+	}
 }
