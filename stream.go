@@ -127,10 +127,12 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Servers returns the configured server addresses, in shard order.
+// Servers returns the configured server addresses, in shard order (a
+// cluster's members, in the order given to WithCluster).
 func (c *Client) Servers() []string { return append([]string(nil), c.cfg.servers...) }
 
-// ServerFor returns the address of the server that owns key.
+// ServerFor returns the address of the server that owns key: on a cluster
+// Client, the member it believes leads (or would try first).
 func (c *Client) ServerFor(key string) (string, error) {
 	i, err := c.shard(key)
 	if err != nil {
