@@ -334,15 +334,17 @@ func (s *holdStream) dialDeadline() time.Time {
 
 // reach runs the stream's enqueue exchange: on the leader for a cluster
 // Client, else on the server of the key (a pooled connection, and a fresh
-// one when that turns out stale).
+// one when that turns out stale). A cluster stream that has had a
+// connection enqueues again only on one dialled with its ref: whatever its
+// last connection left behind (a place in the queue, a slot given back or
+// lost by dropping the connection, now an orphan) is its to re-adopt, and
+// would otherwise stand in its way until the orphan TTL ran out.
 func (s *holdStream) reach(exchange func(*lockConn) error) error {
 	if s.c.cl == nil {
 		_, err := firstExchange(s.connect, func(*lockConn) { s.dropConn() }, exchange)
 		return err
 	}
-	fresh := s.rejoining
-	s.rejoining = false
-	return s.onLeader(s.enqueueReq.Cmd, fresh, exchange)
+	return s.onLeader(s.enqueueReq.Cmd, s.sref != "", exchange)
 }
 
 // movable reports whether a held stream of a cluster Client that lost its
@@ -378,8 +380,7 @@ func (s *holdStream) rejoin(err error) bool {
 	} else {
 		return false
 	}
-	s.dropConn()
-	s.rejoining = true
+	s.dropConn() // the next enqueue dials with the ref: see reach
 	return true
 }
 

@@ -522,3 +522,23 @@ func TestClusterMoveDoesNotWaitOnASilentMemberPastTheDeadline(t *testing.T) {
 	assert.ErrorIs(t, l.Reason, dfstream.ErrDeadlinePassed)
 	assert.False(t, l.At.After(a.Deadline), "Lost %v after the safe deadline", l.At.Sub(a.Deadline))
 }
+
+func TestClusterReacquireAfterALostMoveReadoptsItsOwnSlot(t *testing.T) {
+	t.Parallel()
+	cl := newTestCluster(t, three)
+	c := clusterClient(t, cl.Addrs()[:1]) // one member: the pool is always its
+	ctx := ctxT(t, 30*time.Second)
+	s, err := c.StartLock(ctx, testKey(t, "k"), dfstream.WithLease(2*time.Second),
+		dfstream.WithReacquire(50*time.Millisecond, 100*time.Millisecond))
+	require.NoError(t, err)
+	a := nextOf[dfstream.Acquired](t, s.Events(), time.Second)
+	cl.StartElection() // the slot is orphaned; no leader before the deadline
+	_, err = c.Stats(ctx, "")
+	require.NoError(t, err, "a pooled connection, with a ref of its own")
+	l := nextOf[dfstream.Lost](t, s.Events(), 5*time.Second)
+	require.False(t, l.Final)
+	require.NoError(t, cl.ElectLeader(0))
+	again := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second) // not after the orphan TTL
+	assert.Equal(t, a.Token, again.Token, "its own orphaned slot, re-adopted")
+	require.NoError(t, s.Close())
+}

@@ -87,7 +87,6 @@ type holdStream struct {
 	attempt       int
 	renewDue      time.Time // when the next renewal is due
 	sref          string    // the stable ref of its connections (cluster; see WithCluster)
-	rejoining     bool      // the next enqueue re-attaches: dialled with sref
 	dialBy        time.Time // when set, no dial goes on past it (a move's lossAt)
 
 	// Guarded by the Client's renewals.
