@@ -531,3 +531,23 @@ func TestClusterTransferKeepsConnectionsAndTheOldLeaderAnswersNotLeader(t *testi
 	require.Equal(t, "ok "+g.Token+" 5", b.do("l", k, "0 5"), "the slot of another node's connection is re-adopted")
 	require.Equal(t, "ok", b.do("r", k, g.Token))
 }
+
+func TestClusterBlockedWaitWhoseClientClosesIsOrphanedAtOnce(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	ref, k := refOf(t), key(t)
+	h := ce.nodes[0].dial(t)
+	ce.nodes[0].lock(t, h, k, "0 30")
+	a := ce.dialRef(t, 0, ref)
+	require.Equal(t, "queued", a.do("e", k, "30"))
+	a.req("w", k, "30")
+	obs := ce.nodes[0].dial(t)
+	waitWaiters(t, obs, k, 1)
+	a.close() // while the server blocks in the wait
+	waitStats(t, obs, replyWait, "a's connection cleaned up", func(s statsDoc) bool { return s.Connections == 2 })
+	b := ce.dialRef(t, 0, ref)
+	require.Equal(t, "queued", b.do("e", k, "30"))
+	require.Equal(t, 1, obs.stats().waiters(k), "the orphaned place, re-adopted at once: not a second one")
+	require.Equal(t, "timeout", b.do("w", k, "0"))
+	require.Equal(t, 0, obs.stats().waiters(k), "withdrawn")
+}
