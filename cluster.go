@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -537,6 +539,63 @@ func (s *holdStream) releaseOnLeader(ctx context.Context, req wire.Request, lc *
 		return err
 	})
 	return s.conn, err
+}
+
+// withdraw gives up the place in the queue (or the grant) of a cluster
+// stream its user stopped while it waited: closing the connection leaves
+// an orphan there, which a cluster with an orphan TTL keeps, grants in
+// its turn, and holds until the TTL runs out. The old connection is
+// half-closed and read until the server closes it (the server has then
+// cleaned it up), and a new one, with the stream's ref, re-adopts the
+// place and withdraws it: a wait of 0 forgets it, a grant is released. It
+// is best effort: one member, and a server that has not closed the old
+// connection within withdrawWait may not have orphaned the place yet (an
+// enqueue that finds none makes a place of its own, withdrawn the same
+// way).
+func (s *holdStream) withdraw() {
+	if st := s.State(); s.c.cl == nil || s.sref == "" || !s.stopped() || (st != StateQueued && st != StateConnecting) {
+		return
+	}
+	if s.conn != nil {
+		awaitHangUp(s.conn.NetConn(), time.Now().Add(min(s.c.cfg.connectTimeout, withdrawWait)))
+	}
+	s.dropConn() // its ref goes on with the connection below
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
+	defer cancel()
+	lc, err := s.c.dialSession(ctx, s.srv, s.sref)
+	if err != nil {
+		return
+	}
+	defer lc.close()
+	line, err := lc.exchange(ctx, s.enqueueReq, time.Time{})
+	if err != nil {
+		return
+	}
+	g, granted, err := wire.ParseEnqueue(s.enqueueReq.Cmd, line)
+	if err != nil {
+		return
+	}
+	req, err := wire.Wait(s.kind, s.key, 0)
+	if granted {
+		req, err = wire.Release(s.kind, s.key, g.Token)
+	}
+	if err == nil {
+		_, _ = lc.exchange(ctx, req, time.Time{})
+	}
+}
+
+// withdrawWait bounds how long withdraw waits for the server to close the
+// old connection.
+const withdrawWait = time.Second
+
+// awaitHangUp half-closes nc and reads it until the server closes its
+// side, or until deadline.
+func awaitHangUp(nc net.Conn, deadline time.Time) {
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil || nc.SetReadDeadline(deadline) != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, nc)
 }
 
 // clusterStats asks the members in turn, the believed leader first, until

@@ -542,3 +542,19 @@ func TestClusterReacquireAfterALostMoveReadoptsItsOwnSlot(t *testing.T) {
 	assert.Equal(t, a.Token, again.Token, "its own orphaned slot, re-adopted")
 	require.NoError(t, s.Close())
 }
+
+func TestClusterWaiterClosedByItsUserLeavesNoOrphanInTheQueue(t *testing.T) {
+	t.Parallel()
+	_, c, ctx, key := onCluster(t)
+	holder, err := c.Lock(ctx, key, dfstream.WithLease(failoverLease))
+	require.NoError(t, err)
+	waiter := queuedLock(t, c, ctx, key, dfstream.WithAcquireTimeout(20*time.Second))
+	time.Sleep(50 * time.Millisecond) // blocked in its wait by now, most likely
+	start := time.Now()
+	require.NoError(t, waiter.Close())
+	assert.Less(t, time.Since(start), 3*time.Second)
+	require.NoError(t, holder.Release(ctx))
+	next, err := c.TryLock(ctx, key)
+	require.NoError(t, err, "the closed waiter's place was withdrawn, not orphaned")
+	require.NoError(t, next.Release(ctx))
+}

@@ -128,6 +128,7 @@ func (s *holdStream) failed(err error) {
 // stream will try again; when not, it has ended.
 func (s *holdStream) retrying(err error) bool {
 	s.observeRoundEnd(err)
+	s.withdraw()
 	s.dropConn()
 	if s.cfg.reacquire && !s.stopped() && retryable(err) {
 		s.log.Debug().Err(err).Msg("acquire failed; will retry")
