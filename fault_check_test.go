@@ -52,6 +52,7 @@ type history struct {
 	lateLost []string          // Lost after the Deadline last announced
 	refenced []string          // Renewed with another fence than the grant
 	failed   map[string]int    // streams ended with Failed, by reason
+	halted   time.Time         // when the test told every holder to stop
 }
 
 func newHistory() *history {
@@ -117,6 +118,26 @@ func (h *history) stop(b *belief, t time.Time, releasing bool) {
 		}
 	}
 	b.released = b.released || releasing
+}
+
+// halt records that the test tells every holder to stop now: each belief
+// still held ends here, not when its worker gets round to noticing, since
+// the streams' context ends right after and releases what they hold.
+func (h *history) halt() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.halted = time.Now()
+}
+
+// haltedAt is when the test told the holders to stop (now, if it did not
+// say).
+func (h *history) haltedAt() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.halted.IsZero() {
+		return time.Now()
+	}
+	return h.halted
 }
 
 // fail counts a stream that ended with Failed, by its reason.
@@ -318,7 +339,7 @@ func follow(h *history, worker int, key string, s holdStream, holdFor time.Durat
 		case <-stop:
 			stop = nil
 			if b != nil {
-				h.stop(b, time.Now(), true)
+				h.stop(b, h.haltedAt(), true)
 			}
 			_ = s.Close()
 		}

@@ -282,6 +282,7 @@ func TestFaultLocksAndSemaphoresKeepTheirPromise(t *testing.T) {
 		time.Sleep(time.Duration(in.rng.Int64N(int64(faultLease / 2))))
 	}
 	elapsed := time.Since(begin)
+	h.halt()
 	close(stop)
 	cancel()
 	workers.Wait()
