@@ -264,10 +264,13 @@ func (c *Client) presentRef(ctx context.Context, sc *wire.SyncConn, addr, ref st
 // another member: the member is not the leader, could not be reached, or
 // dropped the connection (the leader failing, or draining). The request
 // was not acted on, or it carried a stable ref, so that sending it again
-// re-attaches to whatever it did.
+// re-attaches to whatever it did. A reply too late for the safe deadline
+// is not: that grant is the stream's own business (see again).
 func skippable(err error) (hint string, ok bool) {
 	var nl *wire.NotLeaderError
 	switch {
+	case errors.Is(err, ErrDeadlinePassed):
+		return "", false
 	case errors.As(err, &nl):
 		return nl.Leader, true
 	case errors.Is(err, ErrUnreachable), errors.Is(err, ErrConnLost), errors.Is(err, wire.ErrClosed):
