@@ -94,7 +94,7 @@ func (s *holdStream) pursue(step pursuit) {
 			}
 		}
 		switch {
-		case s.again(err):
+		case s.again(err), s.rejoin(err):
 			step = queueAgain
 		case s.retrying(err):
 			step = backOff
@@ -143,6 +143,7 @@ func (s *holdStream) again(err error) bool {
 // stream will try again; when not, it has ended.
 func (s *holdStream) retrying(err error) bool {
 	s.observeRoundEnd(err)
+	s.withdraw()
 	s.dropConn()
 	if s.cfg.reacquire && !s.stopped() && retryable(err) {
 		s.log.Debug().Err(err).Msg("acquire failed; will retry")
@@ -181,7 +182,7 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 	}
 	if lc == nil {
 		// Bounded here, so that the dialer need not bound it again.
-		ctx, cancel := context.WithTimeout(context.Background(), s.c.cfg.connectTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), s.dialDeadline())
 		defer cancel()
 		s.mu.Lock()
 		s.dialCancel = cancel
@@ -190,7 +191,7 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 			cancel()
 		}
 		var err error
-		lc, err = s.c.dialLock(ctx, s.srv) // fresh, or the pool is empty
+		lc, err = s.c.dialSession(ctx, s.srv, s.sref) // fresh, or the pool is empty
 		s.mu.Lock()
 		s.dialCancel = nil
 		s.mu.Unlock()
@@ -203,7 +204,7 @@ func (s *holdStream) connect(fresh bool) (*lockConn, error) {
 		}
 	}
 	lc.owner.Store(s)
-	s.conn = lc // the caller drops it, on error too
+	s.conn, s.sref = lc, lc.ref // the caller drops it, on error too
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Checked under mu, which shut's hurry takes after it stops the
@@ -228,7 +229,7 @@ func (s *holdStream) enqueue() (granted bool, err error) {
 	// enqueue gets no byte of reply, and on a draining server it gets
 	// error_draining (see lockConn.stale): it goes once more, on a fresh
 	// connection.
-	_, err = firstExchange(s.connect, func(*lockConn) { s.dropConn() }, func(*lockConn) (err error) {
+	err = s.reach(func(*lockConn) (err error) {
 		// A lease left to the server's default is unknown until the
 		// reply: then only the check in becomeHeld stands between a late
 		// reply and the user.
@@ -588,6 +589,9 @@ func (s *holdStream) release(ctx context.Context) error {
 		err = wire.ParseOK(req.Cmd, line)
 	}
 	if err != nil {
+		lc, err = s.releaseOnLeader(ctx, req, lc, err)
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, wire.ErrServer):
 			err = fmt.Errorf("%w: release refused: %w", ErrLeaseExpired, err)
@@ -625,6 +629,10 @@ func (s *holdStream) userErr() error {
 // the turn to a goroutine that backs off and queues again; otherwise the
 // stream ends with a final Lost.
 func (s *holdStream) lose(reason error, final bool) {
+	if !final && s.movable(reason) {
+		s.c.actors.Go(func() { s.move(reason) })
+		return
+	}
 	// Lost is stamped and emitted before the connection closes: closing it
 	// makes the server hand the key on at once, and the next holder's
 	// grant must not come before this holder was told.

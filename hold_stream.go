@@ -87,6 +87,8 @@ type holdStream struct {
 	lossAt        time.Time // when to declare Lost: a little before deadline
 	attempt       int
 	renewDue      time.Time // when the next renewal is due
+	sref          string    // the stable ref of its connections (cluster; see WithCluster)
+	dialBy        time.Time // when set, no dial goes on past it (a move's lossAt)
 
 	// Guarded by the Client's renewals.
 	renewAt    time.Time
@@ -161,10 +163,10 @@ func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit 
 	return s, nil
 }
 
-// Events returns the stream's events: Queued, Acquired, Renewed (coalesced
-// behind a slow consumer), Lost, and one terminal event (Released, Failed,
-// or a final Lost), after which the channel is closed. Acquired, Lost,
-// Released and Failed are never dropped.
+// Events returns the stream's events: Queued, Acquired, Renewed and Moved
+// (coalesced behind a slow consumer), Lost, and one terminal event
+// (Released, Failed, or a final Lost), after which the channel is closed.
+// Acquired, Lost, Released and Failed are never dropped.
 func (s *holdStream) Events() <-chan Event { return s.events }
 
 // Done is closed when the stream has ended and its goroutines have exited.
