@@ -46,7 +46,7 @@ func (c *Client) acquireHold(ctx context.Context, kind wire.Kind, key string, li
 	if ctx.Done() != nil {
 		detach = context.AfterFunc(ctx, func() { s.shut(context.Cause(ctx)) })
 	}
-	s.begin()
+	s.beginWaiting()
 	_, err = s.Wait(ctx)
 	if err == nil && !detach() {
 		err = ctx.Err() // ctx ended as the grant came: the stream is ending

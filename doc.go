@@ -4,7 +4,8 @@
 //
 // Every primitive is an actor that owns its connection and reports what
 // happens to it as typed events on a channel: a LockStream or SemStream
-// emits Queued, Acquired, Renewed, Lost and Released; a SignalStream (Client.Signals) emits Signal and connection
+// emits Queued, Acquired, Renewed, Moved (a dflockd cluster's failover, see
+// WithCluster), Lost and Released; a SignalStream (Client.Signals) emits Signal and connection
 // events; a Router maps signal subjects to handlers. Streams keep a
 // consumer that stops reading from stalling them, declare a lock Lost no
 // later than its local safe deadline, reject bad input before sending a

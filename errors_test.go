@@ -143,3 +143,19 @@ func TestHeldStreamEndedByItsContextSaysSo(t *testing.T) {
 	assert.EqualError(t, s.Err(), `dfstream: hold lock "`+key+`": context canceled`)
 	assert.ErrorIs(t, s.Err(), context.Canceled)
 }
+
+// A cluster without a leader says so once, after the operation, with the
+// members tried.
+func TestNoLeaderSaysItOnceWithTheMembersTried(t *testing.T) {
+	t.Parallel()
+	cl := newTestCluster(t, three)
+	cl.StartElection()
+	c := clusterClient(t, cl.Addrs(), dfstream.WithRedirectBudget(2))
+	_, err := c.Lock(ctxT(t, 10*time.Second), "k")
+	var nle *dfstream.NoLeaderError
+	require.ErrorAs(t, err, &nle)
+	require.Len(t, nle.Tried, 2)
+	assert.EqualError(t, err, `dfstream: acquire lock "k": no cluster leader after 2 attempts (`+
+		nle.Tried[0]+", "+nle.Tried[1]+"): not the cluster leader (no leader known)")
+	assert.ErrorIs(t, err, dfstream.ErrNoLeader)
+}

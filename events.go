@@ -51,6 +51,29 @@ type Renewed struct {
 	At        time.Time
 }
 
+// Moved reports that a held lock or slot moved to another connection
+// without being lost: the stream's connection to a dflockd cluster's leader
+// dropped (the leader failed or stepped down), and the stream re-attached
+// to the new leader with its stable ref before its safe deadline (see
+// WithCluster). The token is the same; the lease was renewed, and
+// Deadline is the new safe deadline. From and To are the members'
+// addresses, equal when the same member leads again.
+//
+// Like Renewed, Moved restates state: behind a consumer that has fallen
+// far behind, moves in a row are coalesced into one (From the first one's,
+// the rest the last one's), Coalesced counting those folded in, and a
+// Moved replaces a Renewed still waiting to be delivered.
+type Moved struct {
+	Key       string
+	From, To  string
+	Token     string
+	Lease     time.Duration // the lease the new leader applied
+	Fence     uint64        // the grant's fence (unchanged: the token is)
+	Deadline  time.Time     // the new local safe deadline
+	Coalesced int
+	At        time.Time
+}
+
 // Lost reports that the lock or slot was held and no longer is, without the
 // user asking (or found gone when the user released it). Reason is
 // matchable with errors.Is: ErrConnLost, ErrRenewRefused, ErrDeadlinePassed
@@ -87,6 +110,7 @@ type Failed struct {
 func (e Queued) When() time.Time   { return e.At }
 func (e Acquired) When() time.Time { return e.At }
 func (e Renewed) When() time.Time  { return e.At }
+func (e Moved) When() time.Time    { return e.At }
 func (e Lost) When() time.Time     { return e.At }
 func (e Released) When() time.Time { return e.At }
 func (e Failed) When() time.Time   { return e.At }
@@ -99,6 +123,9 @@ func (Acquired) Terminal() bool { return false }
 
 // Terminal is false.
 func (Renewed) Terminal() bool { return false }
+
+// Terminal is false: a stream that moved still holds its key.
+func (Moved) Terminal() bool { return false }
 
 // Terminal reports whether the stream ends with this loss (no re-acquire).
 func (e Lost) Terminal() bool { return e.Final }

@@ -69,7 +69,8 @@ func WithGeneration(g Generation) Option {
 }
 
 // ErrUnsupported reports a request the server's generation does not serve:
-// signals on 1.10 and 2.x servers. errors.As with *UnsupportedError tells
+// signals on 1.10 and 2.x servers, and stable refs (WithCluster) on servers
+// older than dflockd's cluster mode. errors.As with *UnsupportedError tells
 // which server and generation.
 var ErrUnsupported = errors.New("not supported by the server")
 

@@ -199,7 +199,7 @@ const (
 // descriptor limit allows) from heldWorkers
 // goroutines and keeps them all held until the fill is over; one op is one
 // fill, and acq/s is the rate across fills. "raw" dials one socket per key
-// and sends e; "stream" calls AcquireLock. The release and close after
+// and sends e; "stream" calls Lock. The release and close after
 // each fill are not timed.
 func BenchmarkHeldFill(b *testing.B) {
 	keys := heldFillKeys(b)

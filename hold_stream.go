@@ -52,10 +52,11 @@ func (s State) String() string {
 // release on the goroutine that calls Release or Close, a renewal when the
 // Client's schedule says it is due, a hang-up on the Client's connection
 // watcher. The stream has a goroutine of its own only while it waits in the
-// queue or backs off, so a
-// held lock costs no goroutine and an uncontended cycle no goroutine
-// handoff (on a 2-core machine each handoff costs about as much as a
-// quarter of the cycle itself).
+// queue or backs off, and not even then under a blocking Lock, whose
+// caller waits in the queue itself (see beginWaiting). So a held lock
+// costs no goroutine, and neither an uncontended cycle nor a blocking
+// Lock's handoff a goroutine handoff (on a 2-core machine each costs about
+// as much as a quarter of an uncontended cycle).
 type holdStream struct {
 	c          *Client
 	key        string
@@ -86,6 +87,8 @@ type holdStream struct {
 	lossAt        time.Time // when to declare Lost: a little before deadline
 	attempt       int
 	renewDue      time.Time // when the next renewal is due
+	sref          string    // the stable ref of its connections (cluster; see WithCluster)
+	dialBy        time.Time // when set, no dial goes on past it (a move's lossAt)
 
 	// Guarded by the Client's renewals.
 	renewAt    time.Time
@@ -160,10 +163,10 @@ func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit 
 	return s, nil
 }
 
-// Events returns the stream's events: Queued, Acquired, Renewed (coalesced
-// behind a slow consumer), Lost, and one terminal event (Released, Failed,
-// or a final Lost), after which the channel is closed. Acquired, Lost,
-// Released and Failed are never dropped.
+// Events returns the stream's events: Queued, Acquired, Renewed and Moved
+// (coalesced behind a slow consumer), Lost, and one terminal event
+// (Released, Failed, or a final Lost), after which the channel is closed.
+// Acquired, Lost, Released and Failed are never dropped.
 func (s *holdStream) Events() <-chan Event { return s.events }
 
 // Done is closed when the stream has ended and its goroutines have exited.
@@ -334,8 +337,7 @@ func (s *holdStream) Release(ctx context.Context) error {
 // releaseTurn releases the key with the turn just taken, if it is still
 // held.
 func (s *holdStream) releaseTurn(ctx context.Context) error {
-	if s.State() != StateHeld {
-		s.giveTurn()
+	if !s.keepIfHeld() {
 		return s.opErr("release", ErrNotHeld)
 	}
 	return s.release(ctx)
@@ -363,10 +365,8 @@ func (s *holdStream) shut(cause error) {
 	select {
 	case <-s.turn:
 		// Nobody is at work: the stream is held, or has ended.
-		if s.State() == StateHeld {
+		if s.keepIfHeld() {
 			_ = s.release(context.Background())
-		} else {
-			s.giveTurn()
 		}
 	case <-s.done:
 	}
@@ -406,7 +406,37 @@ func (s *holdStream) unhurry() {
 	}
 }
 
+// The turn (see holdStream) is a token in s.turn: whoever receives it
+// runs the machine until it gives it back with giveTurn. end gives it back
+// for good, so a step that comes after the end still gets it, finds the
+// stream ended, and gives it back. The steps for a held stream (a renewal,
+// a hang-up, a release) take it with takeHeldTurn, or, when they watch
+// other channels meanwhile, receive it themselves and call keepIfHeld.
+
+// giveTurn gives the turn back.
 func (s *holdStream) giveTurn() { s.turn <- struct{}{} }
+
+// takeHeldTurn waits for the turn and keeps it if the stream still holds
+// its key. Otherwise (it lost, released or ended meanwhile) it returns
+// false, with the turn given back or, after the end, never taken.
+func (s *holdStream) takeHeldTurn() bool {
+	select {
+	case <-s.turn:
+		return s.keepIfHeld()
+	case <-s.done:
+		return false
+	}
+}
+
+// keepIfHeld runs with the turn just taken: it reports whether the stream
+// still holds its key, and gives the turn back when it does not.
+func (s *holdStream) keepIfHeld() bool {
+	if s.State() == StateHeld {
+		return true
+	}
+	s.giveTurn()
+	return false
+}
 
 func (s *holdStream) stopped() bool {
 	select {

@@ -73,3 +73,84 @@ func TestReleaseThatGivesUpLeavesTheNextRenewalAlone(t *testing.T) {
 	}
 	t.Fatalf("ended: %v", s.Err())
 }
+
+// The invariants of the turn itself (see takeHeldTurn).
+
+// takeTurnWithin takes the turn, failing the test when nobody gives it
+// back within several seconds.
+func takeTurnWithin(t *testing.T, s *holdStream) {
+	t.Helper()
+	select {
+	case <-s.turn:
+	case <-time.After(5 * time.Second):
+		require.FailNow(t, "the turn was never given back")
+	}
+}
+
+// requireTurnKept checks that the turn the test took is kept, not free,
+// and gives it back.
+func requireTurnKept(t *testing.T, s *holdStream) {
+	t.Helper()
+	select {
+	case <-s.turn:
+		s.giveTurn()
+		require.FailNow(t, "the turn is free")
+	default:
+	}
+	s.giveTurn()
+}
+
+func TestTakeHeldTurnWaitsForTheStepThatHasIt(t *testing.T) {
+	t.Parallel()
+	s := heldStream(t, "turn/take", nil)
+	takeTurnWithin(t, s) // a step is at work
+	took := make(chan bool, 1)
+	go func() { took <- s.takeHeldTurn() }()
+	select {
+	case <-took:
+		require.FailNow(t, "took the turn while another step had it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.giveTurn()
+	require.True(t, <-took, "the key is held: the turn is kept")
+	requireTurnKept(t, s)
+	require.NoError(t, s.Close())
+}
+
+func TestKeepIfHeldKeepsTheTurnOfAHeldStream(t *testing.T) {
+	t.Parallel()
+	s := heldStream(t, "turn/keep", nil)
+	takeTurnWithin(t, s)
+	require.True(t, s.keepIfHeld())
+	requireTurnKept(t, s)
+	require.NoError(t, s.Close())
+}
+
+func TestTheTurnOfAnEndedStreamIsFreeForGood(t *testing.T) {
+	t.Parallel()
+	s := heldStream(t, "turn/ended", nil)
+	require.NoError(t, s.Close())
+	for range 3 { // every step that comes late finds the stream ended
+		assert.False(t, s.takeHeldTurn())
+		takeTurnWithin(t, s)
+		assert.False(t, s.keepIfHeld(), "the key is gone: the turn goes back")
+	}
+	takeTurnWithin(t, s)
+	s.giveTurn()
+}
+
+func TestEveryStepGivesTheTurnBack(t *testing.T) {
+	t.Parallel()
+	// A second's lease: the hang-up watch and two renewals run meanwhile.
+	s := heldStream(t, "turn/steps", nil, WithLease(time.Second))
+	for range 4 {
+		time.Sleep(300 * time.Millisecond)
+		takeTurnWithin(t, s)
+		s.giveTurn()
+	}
+	_, held := s.Held()
+	assert.True(t, held)
+	require.NoError(t, s.Release(context.Background()))
+	takeTurnWithin(t, s)
+	s.giveTurn()
+}

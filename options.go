@@ -109,6 +109,7 @@ type clientConfig struct {
 	generation        Generation // GenUnknown: probe each server
 	logger            zerolog.Logger
 	observer          Observer // nil: nothing reported
+	cluster           clusterConfig
 	stream            streamConfig
 	signal            signalConfig
 }
@@ -160,6 +161,7 @@ func WithServers(addrs ...string) Option {
 			}
 		}
 		c.servers = append([]string(nil), addrs...)
+		c.cluster.serversSet = true
 		return nil
 	})
 }
@@ -171,6 +173,7 @@ func WithSharding(f ShardFunc) Option {
 			return invalidOption("WithSharding", "nil", "nil function")
 		}
 		c.shard = f
+		c.cluster.shardSet = true
 		return nil
 	})
 }

@@ -25,6 +25,7 @@ type lockConn struct {
 	*wire.SyncConn
 	watch  *hangup.Watch // nil until watched
 	pooled bool          // handed out by the pool, before its first exchange: see stale
+	ref    string        // the stable ref it presented (cluster members only)
 	hungUp atomic.Bool
 	owner  atomic.Pointer[holdStream] // told when the server hangs up
 }
@@ -51,6 +52,12 @@ func (c *Client) lockConn(ctx context.Context, i int) (*lockConn, error) {
 // credentials (ErrAuth), a bad token (ErrInvalidInput) and a cancelled ctx
 // are neither.
 func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
+	return c.dialSession(ctx, i, "")
+}
+
+// dialSession is dialLock for a stream: to a cluster member, the
+// connection presents ref, or a new ref when ref is "" (see WithCluster).
+func (c *Client) dialSession(ctx context.Context, i int, ref string) (*lockConn, error) {
 	start := time.Now()
 	sc, err := c.dialer.DialSync(ctx, c.cfg.servers[i])
 	c.observeDial(i, start, err)
@@ -64,10 +71,16 @@ func (c *Client) dialLock(ctx context.Context, i int) (*lockConn, error) {
 			_ = sc.Close()
 		}
 	}
+	if err == nil && c.cl != nil {
+		probed = true // as for the probe: connected, then lost
+		if ref, err = c.presentRef(ctx, sc, c.cfg.servers[i], ref); err != nil {
+			_ = sc.Close()
+		}
+	}
 	switch {
 	case err == nil:
-		return &lockConn{SyncConn: sc}, nil
-	case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput),
+		return &lockConn{SyncConn: sc, ref: ref}, nil
+	case errors.Is(err, wire.ErrAuth), errors.Is(err, wire.ErrInvalidInput), errors.Is(err, ErrUnsupported),
 		errors.Is(ctx.Err(), context.Canceled):
 		return nil, err
 	case probed && errors.Is(err, wire.ErrClosed):
@@ -151,6 +164,11 @@ func (lc *lockConn) exchange(ctx context.Context, req wire.Request, deadline tim
 	}
 	if err == nil && lc.watch != nil {
 		lc.watch.Resume()
+	}
+	if err == nil && lc.ref != "" && strings.HasPrefix(line, "error_not_leader") {
+		// A cluster member that does not lead: the caller goes on to
+		// another (see Client.onLeader). The connection stays usable.
+		return "", wire.ParseOK(req.Cmd, line)
 	}
 	return line, err
 }

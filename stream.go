@@ -48,6 +48,7 @@ type Client struct {
 	gens     []*serverGen    // per server, as pools
 	watcher  *hangup.Watcher // notices servers hanging up on lock connections
 	renewals renewals        // when held streams renew
+	cl       *cluster        // nil unless WithCluster
 
 	mu        sync.Mutex
 	closed    bool
@@ -65,6 +66,9 @@ func New(opts ...Option) (*Client, error) {
 			return nil, err
 		}
 	}
+	if err := cfg.settleCluster(); err != nil {
+		return nil, err
+	}
 	c := &Client{
 		cfg: cfg,
 		dialer: wire.Dialer{
@@ -73,6 +77,7 @@ func New(opts ...Option) (*Client, error) {
 			AuthToken: cfg.authToken,
 		},
 		gens:      newServerGens(cfg.servers, cfg.generation),
+		cl:        newCluster(cfg.cluster),
 		watcher:   hangup.New(),
 		streams:   make(map[Stream]struct{}),
 		closeDone: make(chan struct{}),
@@ -122,10 +127,12 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Servers returns the configured server addresses, in shard order.
+// Servers returns the configured server addresses, in shard order (a
+// cluster's members, in the order given to WithCluster).
 func (c *Client) Servers() []string { return append([]string(nil), c.cfg.servers...) }
 
-// ServerFor returns the address of the server that owns key.
+// ServerFor returns the address of the server that owns key: on a cluster
+// Client, the member it believes leads (or would try first).
 func (c *Client) ServerFor(key string) (string, error) {
 	i, err := c.shard(key)
 	if err != nil {
@@ -142,6 +149,9 @@ func CRC32Shard(key string, n int) int {
 }
 
 func (c *Client) shard(key string) (int, error) {
+	if c.cl != nil {
+		return c.cl.pick(), nil // one lock table: the leader's
+	}
 	n := len(c.cfg.servers)
 	i := c.cfg.shard(key, n)
 	if i < 0 || i >= n {
@@ -155,6 +165,8 @@ func (c *Client) shard(key string) (int, error) {
 // error matching ErrUnreachable; a nil ctx, an unknown addr, ErrInvalidInput.
 // A 2.x server that answers error_draining on a pooled connection is asked
 // again on a fresh one, which reaches the server listening at addr now.
+// On a cluster Client, addr "" asks the members in turn (the believed
+// leader first) until one answers: any member serves stats.
 func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
 	if ctx == nil {
 		return nil, opError("stats", "", addr, errNilContext)
@@ -164,6 +176,9 @@ func (c *Client) Stats(ctx context.Context, addr string) (*Stats, error) {
 	c.mu.Unlock()
 	if closed {
 		return nil, opError("stats", "", addr, ErrClosed)
+	}
+	if c.cl != nil && addr == "" {
+		return c.clusterStats(ctx)
 	}
 	i, err := c.serverIndex(addr)
 	if err != nil {
@@ -284,24 +299,60 @@ func newOutbox(buffer int) outbox {
 }
 
 func (o *outbox) emit(ev Event) {
-	if r, ok := ev.(Renewed); ok {
-		switch {
-		case len(o.pending) == 0 && len(o.ch) < o.soft:
+	if restates(ev) {
+		if len(o.pending) == 0 && len(o.ch) < o.soft {
 			o.ch <- ev
-		case len(o.pending) > 0:
-			if last, ok := o.pending[len(o.pending)-1].(Renewed); ok {
-				r.Coalesced = last.Coalesced + 1
-				o.pending[len(o.pending)-1] = r
-				return
-			}
-			fallthrough
-		default:
-			o.pending = append(o.pending, ev)
+			return
 		}
+		o.pending = fold(o.pending, ev)
 		return
 	}
 	o.pending = append(o.pending, ev)
 	o.flush()
+}
+
+// restates reports whether ev only restates the state of a held stream
+// (Renewed, Moved): it goes into the soft part of the channel alone, and
+// waiting to, it is coalesced.
+func restates(ev Event) bool {
+	switch ev.(type) {
+	case Renewed, Moved:
+		return true
+	}
+	return false
+}
+
+// fold adds ev, which restates state, to pending: a Renewed into a Renewed
+// it follows; a Moved in place of a Renewed it follows, and into a Moved.
+// So a held stream has at most a Moved and a Renewed waiting, however
+// many renewals and failovers the consumer sleeps through.
+func fold(pending []Event, ev Event) []Event {
+	last := func() Event {
+		if len(pending) == 0 {
+			return nil
+		}
+		return pending[len(pending)-1]
+	}
+	switch e := ev.(type) {
+	case Renewed:
+		if r, ok := last().(Renewed); ok {
+			e.Coalesced = r.Coalesced + 1
+			pending[len(pending)-1] = e
+			return pending
+		}
+	case Moved:
+		if _, ok := last().(Renewed); ok {
+			pending[len(pending)-1] = nil
+			pending = pending[:len(pending)-1]
+		}
+		if m, ok := last().(Moved); ok {
+			e.From, e.Coalesced = m.From, m.Coalesced+1
+			pending[len(pending)-1] = e
+			return pending
+		}
+		ev = e
+	}
+	return append(pending, ev)
 }
 
 // flush moves pending events into the channel while it has capacity.
@@ -335,7 +386,7 @@ func (o *outbox) out() chan<- Event {
 	if len(o.pending) == 0 {
 		return nil
 	}
-	if _, renewed := o.pending[0].(Renewed); renewed && len(o.ch) >= o.soft {
+	if restates(o.pending[0]) && len(o.ch) >= o.soft {
 		return nil
 	}
 	return o.ch
@@ -352,6 +403,8 @@ func (o *outbox) sent() {
 
 // roundEvents is the most events one acquire round can leave in the reserve:
 // Queued, Acquired, a coalesced Renewed, Lost, and the terminal event.
+// (Moved, like Renewed, is only ever sent into the soft part, and
+// coalesced while it waits: see fold.)
 const roundEvents = 5
 
 // roomForRound reports whether the reserve can take another acquire round's

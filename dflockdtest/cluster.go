@@ -237,6 +237,24 @@ func (cl *Cluster) Failover(to int) error {
 	return nil
 }
 
+// Transfer moves leadership to node to without dropping any connection, as
+// a Raft leadership transfer or a partitioned leader losing its term does:
+// the old leader's clients stay connected and from now on get
+// error_not_leader <new leader> for the commands that need the leader;
+// their slots stay bound to those connections (re-adoptable by ref on the
+// new leader, whose process is another). The term rises by one. It
+// returns ErrNodeDown for a node killed by KillLeader.
+func (cl *Cluster) Transfer(to int) error {
+	cl.helpers.Lock()
+	defer cl.helpers.Unlock()
+	if cl.dead[to].Load() {
+		return fmt.Errorf("%w: node %d", ErrNodeDown, to)
+	}
+	cl.term.Add(1)
+	cl.elect(to)
+	return nil
+}
+
 // StartElection opens an election window: the leader steps down, its client
 // connections drop (cleaned up as on the leader: slots tagged with a stable
 // ref become orphans, the others are released), the term rises, and every

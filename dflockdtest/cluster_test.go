@@ -516,3 +516,38 @@ func TestClusterSurvivesRepeatedLeaderKillsWithRestarts(t *testing.T) {
 	}
 	assert.Equal(t, uint64(11), ce.cl.Term())
 }
+
+func TestClusterTransferKeepsConnectionsAndTheOldLeaderAnswersNotLeader(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	ref, k := refOf(t), key(t)
+	a := ce.dialRef(t, 0, ref)
+	g := ce.nodes[0].lock(t, a, k, "0 5")
+	require.NoError(t, ce.cl.Transfer(2))
+	assert.Equal(t, 2, ce.cl.Leader())
+	assert.Equal(t, uint64(2), ce.cl.Term())
+	require.Equal(t, "error_not_leader "+ce.nodes[2].addr, a.do("n", k, g.Token+" 5"), "still connected, no longer leading")
+	b := ce.dialRef(t, 2, ref)
+	require.Equal(t, "ok "+g.Token+" 5", b.do("l", k, "0 5"), "the slot of another node's connection is re-adopted")
+	require.Equal(t, "ok", b.do("r", k, g.Token))
+}
+
+func TestClusterBlockedWaitWhoseClientClosesIsOrphanedAtOnce(t *testing.T) {
+	t.Parallel()
+	ce := newClusterEnv(t, dflockdtest.ClusterConfig{})
+	ref, k := refOf(t), key(t)
+	h := ce.nodes[0].dial(t)
+	ce.nodes[0].lock(t, h, k, "0 30")
+	a := ce.dialRef(t, 0, ref)
+	require.Equal(t, "queued", a.do("e", k, "30"))
+	a.req("w", k, "30")
+	obs := ce.nodes[0].dial(t)
+	waitWaiters(t, obs, k, 1)
+	a.close() // while the server blocks in the wait
+	waitStats(t, obs, replyWait, "a's connection cleaned up", func(s statsDoc) bool { return s.Connections == 2 })
+	b := ce.dialRef(t, 0, ref)
+	require.Equal(t, "queued", b.do("e", k, "30"))
+	require.Equal(t, 1, obs.stats().waiters(k), "the orphaned place, re-adopted at once: not a second one")
+	require.Equal(t, "timeout", b.do("w", k, "0"))
+	require.Equal(t, 0, obs.stats().waiters(k), "withdrawn")
+}

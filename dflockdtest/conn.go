@@ -100,9 +100,11 @@ func (c *conn) kill() {
 }
 
 func (c *conn) cleanup() {
-	_ = c.nc.Close()
 	s := c.s
+	// Left before the socket closes: a client that sees the close finds
+	// the clean-up done (a cluster's orphans ready to re-adopt, say).
 	s.leave(c.sess)
+	_ = c.nc.Close()
 	s.hub.removeAll(&c.sub)
 	c.cancel()
 	if c.timer != nil {
@@ -460,9 +462,17 @@ func (c *conn) cmdAcquire(key, arg []byte, sem bool) bool {
 
 // block waits for w to be granted, for the timeout, or for the connection's
 // context (shutdown, kill, slow-listener cancel). The peer closing is not
-// noticed meanwhile: the reader is here, not reading. ok false means: no
-// reply, close.
+// noticed meanwhile (the reader is here, not reading), except on a cluster
+// node, which watches for it as dflockd 2.x does (protocol-v2.md §4) and
+// leaves the clean-up (orphan or release) to the connection's end. ok
+// false means: no reply, close.
 func (c *conn) block(w *waiter, timeoutSec int64) (st status, g grant, ok bool) {
+	var peerGone <-chan struct{}
+	if c.s.node != nil {
+		var stop func()
+		peerGone, stop = c.watchPeer()
+		defer stop()
+	}
 	d := time.Duration(timeoutSec) * time.Second
 	if c.timer == nil {
 		c.timer = time.NewTimer(d)
@@ -485,7 +495,29 @@ func (c *conn) block(w *waiter, timeoutSec int64) (st status, g grant, ok bool) 
 				tbl.cancelWait(w, true, time.Now())
 			} // else the connection's clean-up decides: orphan, release or keep
 			return 0, grant{}, false
+		case <-peerGone:
+			return 0, grant{}, false
 		}
+	}
+}
+
+// watchPeer watches, while the reader blocks in a wait, for the client
+// closing its side: a peek on a goroutine of its own. A byte that arrives
+// instead stays buffered for the next request. stop ends the watch and
+// returns once the goroutine has; the next line read re-arms the read
+// deadline.
+func (c *conn) watchPeer() (gone <-chan struct{}, stop func()) {
+	closed, done := make(chan struct{}), make(chan struct{})
+	_ = c.nc.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(done)
+		if _, err := c.br.Peek(1); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			close(closed)
+		}
+	}()
+	return closed, func() {
+		_ = c.nc.SetReadDeadline(time.Unix(1, 0))
+		<-done
 	}
 }
 

@@ -130,8 +130,9 @@ type Server struct {
 	nconns  atomic.Int64
 	nextID  atomic.Uint64
 
-	paused atomic.Bool
-	pings  atomic.Uint64
+	paused   atomic.Bool
+	pings    atomic.Uint64
+	accepted atomic.Uint64 // connections accepted, see Accepted
 
 	frozen    atomic.Bool
 	freezeGen atomic.Uint64
@@ -365,6 +366,7 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		s.accepted.Add(1)
 		if s.paused.Load() || (s.cfg.MaxConnections > 0 && s.nconns.Load() >= int64(s.cfg.MaxConnections)) {
 			// Accepted and closed without a byte.
 			_ = nc.Close()
@@ -513,6 +515,10 @@ func (s *Server) muteMatcher() func(ConnInfo) bool {
 	defer s.muteMu.Unlock()
 	return s.muteMatch
 }
+
+// Accepted returns how many connections the server has accepted, closed
+// ones included: proof that a client never dialled it.
+func (s *Server) Accepted() uint64 { return s.accepted.Load() }
 
 // Pings returns how many ping requests the server has received, on every
 // connection, since it started: for tests of heartbeats.

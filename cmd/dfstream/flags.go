@@ -259,6 +259,7 @@ func (a *authFlags) resolve() (string, error) {
 // commonFlags are the flags of every client command.
 type commonFlags struct {
 	servers        string
+	cluster        *clusterFlag // nil: the command takes no --cluster
 	tlsCA          string
 	tlsCert        string
 	tlsKey         string
@@ -335,8 +336,12 @@ func (f *commonFlags) options() ([]dfstream.Option, error) {
 	if f.connectTimeout <= 0 {
 		return nil, usagef("--connect-timeout must be positive")
 	}
+	where, err := f.where(addrs)
+	if err != nil {
+		return nil, err
+	}
 	opts := []dfstream.Option{
-		dfstream.WithServers(addrs...),
+		where,
 		dfstream.WithConnectTimeout(f.connectTimeout),
 		dfstream.WithLogger(f.logger()),
 	}

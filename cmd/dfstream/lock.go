@@ -83,6 +83,7 @@ func parseHold(name string, args []string, e *env) (*hold, error) {
 	c := newCommand(name, synopsis, fmt.Sprintf(holdSummary, what), example, exitCodesHold, e.stdout)
 	h := &hold{name: name, acquireTimeout: waitValue(dfstream.DefaultAcquireTimeout)}
 	h.common = c.addCommonFlags(e.stderr)
+	c.addClusterFlag(h.common)
 	h.metrics = c.addMetricsFlag()
 	c.fs.Var(&h.acquireTimeout, "acquire-timeout", "`duration` to wait for KEY (0: try once; inf or -1: forever)")
 	c.durationVar(&h.lease, "lease", 0, "`duration` of the lease to ask for, rounded up to whole seconds (default: the server's)")
@@ -289,6 +290,9 @@ func (s *supervisor) handle(ev dfstream.Event) {
 	case dfstream.Renewed:
 		s.deadline = ev.Deadline
 		s.log.Debug().Str("key", s.key).Time("deadline", ev.Deadline).Msg("renewed")
+	case dfstream.Moved:
+		s.deadline = ev.Deadline
+		s.log.Debug().Str("key", s.key).Str("to", ev.To).Time("deadline", ev.Deadline).Msg("moved")
 	}
 }
 

@@ -24,6 +24,7 @@ func runStats(args []string, e *env) error {
 		"  dfstream stats --servers 10.0.0.5:6388\n  dfstream stats --json | jq '.locks'",
 		exitCodesStats, e.stdout)
 	common := c.addCommonFlags(e.stderr)
+	c.addClusterFlag(common)
 	asJSON := c.fs.Bool("json", false, "print JSON instead of a table")
 	pos, rest, _, err := c.parse(args)
 	if err != nil {
@@ -138,6 +139,7 @@ func printStats(out io.Writer, addr string, st *dfstream.Stats) {
 	defer w.Flush()
 	fmt.Fprintf(w, "SERVER\t%s\n", addr)
 	fmt.Fprintf(w, "CONNECTIONS\t%d\n", st.Connections)
+	printClusterStatus(w, st)
 
 	fmt.Fprintln(w)
 	if len(st.Locks) == 0 {
