@@ -125,11 +125,9 @@ func (c *Client) startHold(ctx context.Context, kind wire.Kind, key string, limi
 // newHold validates a stream's settings and registers it with the Client,
 // without sending anything.
 func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit int, opts []StreamOption) (*holdStream, error) {
-	cfg := c.cfg.stream
-	for _, o := range opts {
-		if err := o.applyStream(&cfg); err != nil {
-			return nil, startErr(kind, key, err)
-		}
+	cfg, err := c.streamConfig(opts)
+	if err != nil {
+		return nil, startErr(kind, key, err)
 	}
 	if ctx == nil {
 		return nil, startErr(kind, key, errNilContext)
@@ -161,6 +159,20 @@ func (c *Client) newHold(ctx context.Context, kind wire.Kind, key string, limit 
 		return nil, startErr(kind, key, err)
 	}
 	return s, nil
+}
+
+// streamConfig is the Client's stream settings with opts applied.
+func (c *Client) streamConfig(opts []StreamOption) (streamConfig, error) {
+	if len(opts) == 0 {
+		return c.cfg.stream, nil // spares the copy the options work on
+	}
+	cfg := c.cfg.stream
+	for _, o := range opts {
+		if err := o.applyStream(&cfg); err != nil {
+			return streamConfig{}, err
+		}
+	}
+	return cfg, nil
 }
 
 // Events returns the stream's events: Queued, Acquired, Renewed and Moved
@@ -295,6 +307,14 @@ func (s *holdStream) Enqueued(ctx context.Context) (acquired bool, err error) {
 func (s *holdStream) Release(ctx context.Context) error {
 	if ctx == nil {
 		return s.opErr("release", errNilContext)
+	}
+	if s.State() != StateHeld {
+		return s.opErr("release", ErrNotHeld)
+	}
+	select {
+	case <-s.turn: // the common case: nothing in flight, nothing to wait for
+		return s.releaseTurn(ctx)
+	default:
 	}
 	hurried := false
 	defer func() {

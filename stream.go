@@ -145,6 +145,9 @@ func (c *Client) ServerFor(key string) (string, error) {
 // bytes, as an unsigned number, modulo n. The Python and TypeScript clients
 // route the same way, so mixed fleets agree on who owns a key.
 func CRC32Shard(key string, n int) int {
+	if n == 1 {
+		return 0 // spares hashing (and copying) the key
+	}
 	return int(crc32.ChecksumIEEE([]byte(key)) % uint32(n))
 }
 
@@ -306,6 +309,15 @@ func (o *outbox) emit(ev Event) {
 		}
 		o.pending = fold(o.pending, ev)
 		return
+	}
+	if len(o.pending) == 0 {
+		// Nothing to queue behind: send it straight away, sparing pending
+		// a slice it would give up at once.
+		select {
+		case o.ch <- ev:
+			return
+		default:
+		}
 	}
 	o.pending = append(o.pending, ev)
 	o.flush()
