@@ -509,18 +509,27 @@ func (s *holdStream) reattach(from string) error {
 }
 
 // forgetPlace withdraws the enqueue just answered queued on the stream's
-// connection: a wait of 0 answers timeout and forgets it.
+// connection: a wait of 0 answers timeout and forgets it. Like giveBack,
+// it gives up at the loss instant, since the Lost it precedes must not
+// come later than that; a place not forgotten goes with the connection.
 func (s *holdStream) forgetPlace() {
 	if req, err := wire.Wait(s.kind, s.key, 0); err == nil {
-		_, _ = s.conn.exchange(context.Background(), req, time.Now().Add(s.c.cfg.connectTimeout))
+		_, _ = s.conn.exchange(context.Background(), req, s.tidyBy())
 	}
 }
 
 // giveBack releases a grant of token the stream does not want.
 func (s *holdStream) giveBack(token string) {
 	if req, err := wire.Release(s.kind, s.key, token); err == nil {
-		_, _ = s.conn.exchange(context.Background(), req, time.Now().Add(s.c.cfg.connectTimeout))
+		_, _ = s.conn.exchange(context.Background(), req, s.tidyBy())
 	}
+}
+
+// tidyBy bounds the clean-up exchanges a failed re-attach makes before its
+// Lost: the connect timeout, and never past the loss instant of the hold
+// it reports lost.
+func (s *holdStream) tidyBy() time.Time {
+	return earliest(time.Now().Add(s.c.cfg.connectTimeout), s.lossAt)
 }
 
 // releaseOnLeader sends a release that failed with err again, on the
