@@ -15,6 +15,7 @@ import (
 
 	"github.com/dfstream/dfstream"
 	"github.com/dfstream/dfstream/dflockdtest"
+	"github.com/dfstream/dfstream/internal/faultproxy"
 )
 
 // newTestCluster starts an in-process cluster (node 0 leads).
@@ -557,4 +558,29 @@ func TestClusterWaiterClosedByItsUserLeavesNoOrphanInTheQueue(t *testing.T) {
 	next, err := c.TryLock(ctx, key)
 	require.NoError(t, err, "the closed waiter's place was withdrawn, not orphaned")
 	require.NoError(t, next.Release(ctx))
+}
+
+// A re-attach that finds the slot gone gives back the grant it got
+// instead before it reports Lost. When the new leader is slow to answer
+// that, the Lost must still come no later than the hold's Deadline.
+func TestClusterLostAfterAFailedReattachIsNotLateWhenTheLeaderIsSlowToAnswer(t *testing.T) {
+	t.Parallel()
+	cl := newTestCluster(t, dflockdtest.ClusterConfig{Nodes: 2, OrphanTTL: -1}) // the slot goes with its leader
+	links := []*faultproxy.Proxy{faultproxy.New(t, cl.Addrs()[0]), faultproxy.New(t, cl.Addrs()[1])}
+	c := clusterClient(t, []string{links[0].Addr(), links[1].Addr()},
+		dfstream.WithGeneration(dfstream.Gen2), dfstream.WithConnectTimeout(10*time.Second))
+	ctx := ctxT(t, 20*time.Second)
+
+	// Lease 4 s, margin 400 ms: Deadline 3.6 s after the grant, Lost due
+	// 250 ms before it. Replies from node 1 take 1.4 s each: the stable-ref
+	// and the re-attach's enqueue come back by about 2.9 s, inside the
+	// hold; the give-back's reply would not come before 4.3 s.
+	s, err := c.StartLock(ctx, testKey(t, "k"), dfstream.WithLease(4*time.Second), dfstream.WithSafetyMargin(400*time.Millisecond))
+	require.NoError(t, err)
+	a := nextOf[dfstream.Acquired](t, s.Events(), 5*time.Second)
+	links[1].SetLatency(faultproxy.ToClient, 1400*time.Millisecond)
+	require.NoError(t, cl.Failover(1))
+
+	l := nextOf[dfstream.Lost](t, s.Events(), 10*time.Second)
+	assert.False(t, l.At.After(a.Deadline), "Lost %v after the Deadline", l.At.Sub(a.Deadline))
 }
