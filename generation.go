@@ -57,7 +57,10 @@ func (g Generation) signals() bool { return g == GenSignals }
 // channels only the signals era lists) and, when that is not conclusive, a
 // ping (which only 2.x answers ok), one or two round trips per server for
 // the Client's life. A wrong generation is trusted: fences read from random
-// tokens, or signals refused by a server that has them.
+// tokens, or signals refused by a server that has them, and, worst, GenSignals
+// stated for a 1.10 server skips the renewal that confirms a grant from a
+// wait, which 1.10 may answer with a token already expired. State it only
+// when you know it.
 func WithGeneration(g Generation) Option {
 	return clientOption(func(c *clientConfig) error {
 		if g < Gen110 || g > Gen2 {
