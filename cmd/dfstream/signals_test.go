@@ -111,8 +111,10 @@ func pidFrom(t *testing.T, p *proc, word string) int {
 func TestLockStopAndContinue(t *testing.T) {
 	t.Parallel()
 	srv := dflockdtest.New(t, dflockdtest.Config{})
+	// The command does not fork: a shell stopped while it vforks a child
+	// shows state D, not T, for as long as the child is stopped too.
 	p := start(t, nil, "", "lock", "k", "--servers", srv.Addr(), "--",
-		"sh", "-c", `echo "pid $$"; while :; do sleep 0.05; done`)
+		"sh", "-c", `echo "pid $$"; exec sleep 600`)
 	child := pidFrom(t, p, "pid")
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTSTP))
 	requireState(t, p.cmd.Process.Pid, "dfstream after SIGTSTP", stopped)
@@ -131,7 +133,7 @@ func TestLockLeaseLostWhileStopped(t *testing.T) {
 	t.Parallel()
 	srv := dflockdtest.New(t, dflockdtest.Config{})
 	p := start(t, nil, "", "lock", "k", "--servers", srv.Addr(), "--lease", "1s", "--grace", "5s", "--",
-		"sh", "-c", `trap 'echo got-term; exit 9' TERM; echo "pid $$"; while :; do sleep 0.05; done`)
+		"sh", "-c", `trap 'echo got-term; kill $! 2>/dev/null; exit 9' TERM; echo "pid $$"; sleep 600 & wait`) // no fork while stopped: see TestLockStopAndContinue
 	child := pidFrom(t, p, "pid")
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTSTP))
 	requireState(t, child, "the command after SIGTSTP", stopped)
