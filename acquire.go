@@ -15,13 +15,11 @@ var ErrNotAcquired = errors.New("not acquired")
 // notAcquiredError is a try that found the key taken. It matches
 // ErrNotAcquired and, through the server's answer, ErrTimeout.
 type notAcquiredError struct {
-	kind wire.Kind
-	key  string
-	err  error
+	err error // the stream's *OpError, which says why
 }
 
 func (e *notAcquiredError) Error() string {
-	return e.err.Error() // the stream's *OpError, which says why
+	return e.err.Error()
 }
 
 func (e *notAcquiredError) Is(target error) bool { return target == ErrNotAcquired }
@@ -55,7 +53,7 @@ func (c *Client) acquireHold(ctx context.Context, kind wire.Kind, key string, li
 		detach()
 		_ = s.Close()
 		if try && errors.Is(err, ErrTimeout) {
-			err = &notAcquiredError{kind: kind, key: key, err: err}
+			err = &notAcquiredError{err: err}
 		}
 		return nil, err
 	}

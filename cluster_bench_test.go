@@ -69,19 +69,7 @@ func BenchmarkClusterFailover(b *testing.B) {
 			"cluster": dfstream.WithCluster(cl.Addrs()...),
 			"single":  dfstream.WithServers(single.Addr()),
 		} {
-			b.Run(name, func(b *testing.B) {
-				c, err := dfstream.New(opt)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer c.Close()
-				ctx := context.Background()
-				streamCycle(b, c, ctx) // warms the pool
-				b.ResetTimer()
-				for range b.N {
-					streamCycle(b, c, ctx)
-				}
-			})
+			b.Run(name, func(b *testing.B) { benchStreamCycles(b, opt) })
 		}
 	})
 }
