@@ -252,6 +252,9 @@ func TestErrorMessages(t *testing.T) {
 		},
 		{
 			name: "Wait when the server drops the queued connection",
+			// Without auto-release the holder's dropped connection cannot
+			// hand the key to the waiter before the waiter's goes too.
+			cfg: dflockdtest.Config{DisableAutoRelease: true},
 			run: func(t *testing.T, e *errEnv) error {
 				e.hold(t, e.key)
 				s, err := e.c.StartLock(ctx, e.key)
